@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of OpenTeller: formatting, lints, unit and integration tests (which spawn the
+# real binaries). Installs what it needs; set CARGO_TARGET_DIR to reuse builds between runs.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$(repo_root)"
+
+need_toolchain
+if [ -z "${OPENTELLER_TEST_POSTGRES:-}" ]; then ensure_postgres; fi
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo build (binaries the integration tests spawn)"
+cargo build --workspace --locked
+say "cargo test"
+cargo test --workspace --locked -- --test-threads="${OPENTELLER_TEST_THREADS:-4}"
+say "browser end-to-end (device panel)"
+bash simulators/device-panel/e2e/run.sh
+say "all tests passed"
