@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(repo_root)"
 
 need_toolchain
+need_cmd node "Install Node.js 20 or newer (the console is built with npm)."
+need_cmd npm "Install npm (it comes with Node.js)."
 if [ -z "${OPENTELLER_TEST_POSTGRES:-}" ]; then ensure_postgres; fi
+if [ -z "${OPENTELLER_TEST_REDIS:-}" ]; then ensure_redis; fi
+ensure_s3s_fs
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 say "cargo fmt --check"
@@ -19,4 +23,6 @@ say "cargo test"
 cargo test --workspace --locked -- --test-threads="${OPENTELLER_TEST_THREADS:-4}"
 say "browser end-to-end (device panel)"
 bash simulators/device-panel/e2e/run.sh
+say "browser end-to-end (console)"
+bash webui/console/e2e/run.sh
 say "all tests passed"

@@ -1,0 +1,25 @@
+-- Audit log (seed 003): range-partitioned by month on at_ms (Unix ms). The maintenance task
+-- creates the partitions ahead of time, detaches old ones and drops older ones; the default
+-- partition only catches rows outside every monthly range. Composite indexes serve the inquiry
+-- paths (by user, by user name, by session, by transaction group, each newest first).
+CREATE TABLE audit_log (
+    id BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    user_id BIGINT,
+    username TEXT NOT NULL,
+    session_id TEXT,
+    trace_id TEXT NOT NULL,
+    txn_group_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target_type TEXT NOT NULL,
+    target_id TEXT,
+    before_json TEXT,
+    after_json TEXT,
+    PRIMARY KEY (at_ms, id)
+) PARTITION BY RANGE (at_ms);
+CREATE TABLE audit_log_default PARTITION OF audit_log DEFAULT;
+CREATE INDEX audit_user_at ON audit_log (user_id, at_ms DESC);
+CREATE INDEX audit_username_at ON audit_log (username, at_ms DESC);
+CREATE INDEX audit_session_at ON audit_log (session_id, at_ms DESC);
+CREATE INDEX audit_group_at ON audit_log (txn_group_id, at_ms DESC);
