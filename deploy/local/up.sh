@@ -2,17 +2,23 @@
 # Starts the local OpenTeller stack on embedded defaults and prints where everything is: the
 # simulated bank host (host-sim), the online transaction engine (online-txn, SQLite journal,
 # sealed key store), one virtual terminal's devices (card reader, PIN pad, dispenser, receipt
-# printer — one driver-proxy process each) and the testers' device panel. Ctrl-C stops it all.
+# printer — one driver-proxy process each), the testers' device panel, and the backoffice with
+# its console (SQLite, local object directory, in-process cache). Ctrl-C stops it all.
 #
-#   OPENTELLER_HOME   state and sockets      (default: ./.state/local)
-#   OPENTELLER_PANEL  panel listen address   (default: 127.0.0.1:8090)
+#   OPENTELLER_HOME     state and sockets        (default: ./.state/local)
+#   OPENTELLER_PANEL    panel listen address     (default: 127.0.0.1:8090)
+#   OPENTELLER_CONSOLE  backoffice listen address (default: 127.0.0.1:8080)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(repo_root)"
 
 need_toolchain
+need_apt curl
+need_cmd node "Install Node.js 20 or newer (the console is built with npm)."
+need_cmd npm "Install npm (it comes with Node.js)."
 home="${OPENTELLER_HOME:-$PWD/.state/local}"
 panel="${OPENTELLER_PANEL:-127.0.0.1:8090}"
+console="${OPENTELLER_CONSOLE:-127.0.0.1:8080}"
 mkdir -p "$home/run" "$home/log"
 
 say "building (first run takes a few minutes)"
@@ -83,6 +89,27 @@ pids+=($!)
 sleep 0.5
 kill -0 "${pids[-1]}" 2>/dev/null || die "the device panel did not start; see $home/log/panel.log"
 
+# The backoffice and its console. The initial administrator's password is made once and kept
+# (mode 600) beside its database; it stops working once a bank administrator has signed in.
+bo="$home/backoffice"
+mkdir -p "$bo"
+if [ ! -s "$bo/init-admin-password" ]; then
+  (umask 077; printf '%s#Aa7\n' "$(random_hex 9)" >"$bo/init-admin-password")
+fi
+cat >"$bo/backoffice.toml" <<CFG
+[http]
+listen = "$console"
+[database]
+url = "sqlite://$bo/backoffice.db"
+[objects]
+dir = "$bo/objects"
+CFG
+OPENTELLER_INIT_ADMIN_PASSWORD="$(cat "$bo/init-admin-password")" \
+  "$bin/backoffice" serve --config "$bo/backoffice.toml" >"$home/log/backoffice.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 150); do curl -sf "http://$console/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -sf "http://$console/readyz" >/dev/null 2>&1 || die "the backoffice did not start; see $home/log/backoffice.log"
+
 for _ in $(seq 100); do grep -q "listening" "$home/log/online-txn.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "listening" "$home/log/online-txn.out" || die "online-txn did not start; see $home/log/online-txn.log"
 
@@ -94,6 +121,9 @@ OpenTeller local stack is up.
   online-txn              terminals connect to 127.0.0.1:5800 (cup profile, 2-byte length)
                           admin API http://127.0.0.1:5801/api/v2/repair/plans (repair plans, seed 002)
                           journal $txn/journal.db, terminal T0000001's TMK in $txn/T0000001.tmk
+
+  Console (backoffice)    http://$console/   user sysadmin, password in $bo/init-admin-password
+                          API http://$console/api/v2/openapi.json, metrics http://$console/metrics
 
   Testers' device panel   http://$panel/
   Card reader             unix:$home/run/idc.sock

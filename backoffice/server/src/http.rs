@@ -371,6 +371,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any query string, however hostile, is parsed or refused without a panic, and
+        /// every filter accessor answers with a value or an INVALID_ARGUMENT.
+        #[test]
+        fn arbitrary_query_strings_never_panic(query in "\\PC{0,200}", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            for q in [query.clone(), String::from_utf8_lossy(&raw).into_owned()] {
+                if let Ok(pairs) = serde_urlencoded_pairs(&q) {
+                    let mut map = QueryMap(pairs.into_iter().collect());
+                    let _ = map.page();
+                    let _ = map.id("id");
+                    let _ = map.time("from");
+                    let _ = map.flag("allowed");
+                    let _ = map.finish();
+                }
+            }
+        }
+    }
+
     #[test]
     fn paging_is_checked() {
         let q = |s: &str| QueryMap(serde_urlencoded_pairs(s).unwrap().into_iter().collect());
