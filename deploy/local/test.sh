@@ -21,6 +21,8 @@ say "cargo build (binaries the integration tests spawn)"
 cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked -- --test-threads="${OPENTELLER_TEST_THREADS:-4}"
+say "fuzz the 8583 codec for 30 s (libFuzzer, stable toolchain)"
+bash online-txn/codec/fuzz/run.sh 30 2>&1 | tail -n 2
 say "browser end-to-end (device panel)"
 bash simulators/device-panel/e2e/run.sh
 say "browser end-to-end (console)"
