@@ -248,6 +248,8 @@ pub struct Maintenance {
     pub detached: Vec<String>,
     /// Partitions dropped (or, on SQLite, rows deleted).
     pub dropped: Vec<String>,
+    /// Recent partitions vacuumed.
+    pub vacuumed: Vec<String>,
 }
 
 /// Applies the retention policy as of `now_ms`: partitions for last month to two months ahead,
@@ -300,6 +302,18 @@ pub async fn maintain(app: &AppState, now: i64) -> Result<Maintenance, sqlx::Err
             Err(e) => {
                 tracing::warn!(partition = %name, error = %e, "cannot create audit partition")
             }
+        }
+    }
+    // The inquiry's COUNT is an index-only scan only where the visibility map is set: vacuum
+    // the months people search most (audit-bench: the busiest users' p95 drops from ~270 ms to
+    // ~25 ms at 10 million rows; autovacuum may be off or behind).
+    for offset in [-1, 0] {
+        let name = partition_name(month_start(y, m, offset));
+        if attached.contains(&name) || done.created.contains(&name) {
+            sqlx::raw_sql(&format!("VACUUM (ANALYZE) {name}"))
+                .execute(pool)
+                .await?;
+            done.vacuumed.push(name);
         }
     }
     for name in &attached {

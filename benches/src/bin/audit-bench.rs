@@ -11,7 +11,7 @@
 //!
 //! - `at_ms` spread evenly over the last `--months` months (30.44 days each), ids snowflake-like;
 //! - `--users` users with Zipf-like activity (user of rank k writes ∝ 1/k: the busiest about 9 %
-//!   of all rows, the median one about 0.007 %), plus 2 % `system` rows without a user;
+//!   of all rows, the median one about 0.013 %), plus 2 % `system` rows without a user;
 //! - a session per user and 8 hours, a trace id per row, 30 % of rows in transaction groups of 4,
 //!   an address per user, twelve actions (`user.update`, `dict.create`, …) with skewed
 //!   frequencies, before/after JSON of about 220 bytes each (no before on create, no after on
@@ -37,9 +37,9 @@
 //!
 //! ```sh
 //! cargo build --release -p openteller-backoffice --no-default-features -p openteller-benches
-//! target/release/audit-bench                                 # 10 M rows, fresh database, dropped after
-//! target/release/audit-bench --rows 1000000 --keep           # smaller, keep the database
-//! target/release/audit-bench --reuse ot_audit_bench_1234     # measure a kept database again
+//! target/release/audit-bench                               # 10 M rows, fresh database, dropped
+//! target/release/audit-bench --rows 1000000 --keep         # smaller, keep the database
+//! target/release/audit-bench --reuse ot_audit_bench_1234   # measure a kept database again
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -761,6 +761,13 @@ async fn measure_http(
     Ok(run)
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to show how busy the shared machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
 fn row(what: &str, choice: Choice, l: &Latencies, run: &Run) -> String {
     let n = l.count();
     format!(
@@ -848,10 +855,11 @@ async fn run(args: &Args, bench: &BenchDb) -> anyhow::Result<()> {
     if !args.skip_sql {
         for choice in choices {
             println!(
-                "SQL, {}: {} inquiries from {} clients…",
+                "SQL, {}: {} inquiries from {} clients… (load average {})",
                 choice.label(),
                 args.iterations,
-                args.clients
+                args.clients,
+                loadavg()
             );
             let run = measure_sql(pool, args, choice, from).await?;
             lines.push(row("SQL count + page", choice, &run.total, &run));
@@ -875,18 +883,24 @@ async fn run(args: &Args, bench: &BenchDb) -> anyhow::Result<()> {
         let token = login(&reqwest::Client::new(), &server.base).await?;
         for choice in choices {
             println!(
-                "HTTP, {}: {} requests from {} clients…",
+                "HTTP, {}: {} requests from {} clients… (load average {})",
                 choice.label(),
                 args.http_iterations,
-                args.clients
+                args.clients,
+                loadavg()
             );
             let run = measure_http(&server, &token, args, choice, from).await?;
             lines.push(row("HTTP GET /api/v2/audit/logs", choice, &run.total, &run));
         }
     }
     println!(
-        "\n{rows} rows, last {} days, pageSize {}, {} clients, {} warm-up inquiries per run:\n{HEADER}",
-        args.days, args.page_size, args.clients, args.warmup
+        "\n{rows} rows, last {} days, pageSize {}, {} clients, {} warm-up inquiries per run \
+         (load average at the end {}):\n{HEADER}",
+        args.days,
+        args.page_size,
+        args.clients,
+        args.warmup,
+        loadavg()
     );
     for l in lines {
         println!("{l}");

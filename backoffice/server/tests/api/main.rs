@@ -1160,6 +1160,11 @@ async fn audit_partitions_are_created_detached_and_dropped() {
         4,
         "last month to two ahead: {report}"
     );
+    assert_eq!(
+        report["vacuumed"].as_array().unwrap().len(),
+        2,
+        "last month and this month are vacuumed: {report}"
+    );
     let exists = |name: String| {
         let url = db.url.clone();
         async move {
