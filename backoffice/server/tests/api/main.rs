@@ -574,7 +574,7 @@ async fn injection_and_script_payloads_are_stored_as_plain_text(kind: DbKind) {
 
 async fn uploads_are_checked_and_served_as_attachments(kind: DbKind) {
     let db = TestDb::create(kind, "uploads").await;
-    let bo = Backoffice::start(&db, "[files]\nmax_upload_bytes = 4096\n", &[]).await;
+    let bo = Backoffice::start(&db, "[files]\nmax_upload_bytes = 1048576\n", &[]).await;
     let admin = bo.admin().await;
     let upload = |name: &'static str, data: Vec<u8>| {
         let part = reqwest::multipart::Part::bytes(data).file_name(name);
@@ -611,12 +611,15 @@ async fn uploads_are_checked_and_served_as_attachments(kind: DbKind) {
         "INVALID_ARGUMENT",
     );
     assert_error(
-        &upload("big.txt", vec![b'a'; 5000]).await,
+        &upload("big.txt", vec![b'a'; 1_048_577]).await,
         413,
         "PAYLOAD_TOO_LARGE",
     );
+    // Larger than a JSON body may be, within the upload limit.
+    let (status, body) = upload("export.csv", vec![b'a'; 600 * 1024]).await;
+    assert_eq!(status, 200, "{body}");
     let files = admin.ok("GET", "/api/v2/files", Value::Null).await;
-    assert_eq!(files["totalCount"], 1);
+    assert_eq!(files["totalCount"], 2);
     let resp = admin
         .request(reqwest::Method::GET, &format!("/api/v2/files/{id}"))
         .send()
