@@ -1,0 +1,484 @@
+//! The SJSL bridge: one page's channel of JSON messages to the host, independent of the
+//! transport (the headless WebSocket today, wry's IPC handler in the windowed host later).
+//!
+//! A transport creates one [`Bridge`] per page, feeds it every text message with
+//! [`Bridge::handle`], and forwards two streams to the page: the bridge's own replies and
+//! per-request events (the `mpsc` receiver given at creation) and the terminal-wide events
+//! ([`Bridge::events`]). Protocol (docs/terminal-native.md):
+//!
+//! - page → host: `{"id": n, "method": "...", "params": {...}}`
+//! - host → page: `{"id": n, "result": ...}` or
+//!   `{"id": n, "error": {"code", "message", "completion"?, "xfsCode"?, "data"?}}`
+//! - host → page, unsolicited: `{"event": "...", "data": ...}`
+//!
+//! Bad input never reaches a device: the message, the parameters and the command are parsed
+//! and checked (device known, class right, command complete, rules of [`crate::rules`]) first.
+//! Nothing here may panic on input.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openteller_proto::device::v1::{Command, CommandCompletion, CompletionCode, command_reply};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Terminal;
+use crate::config::class_name;
+use crate::devices::{DeviceError, DeviceManager};
+use crate::rules::{RuleError, command_class, command_name};
+
+/// Requests one page may have running at once; more are answered `BUSY`.
+const MAX_CONCURRENT: usize = 32;
+
+/// A typed error for the page.
+#[derive(Debug, Clone)]
+pub struct BridgeError {
+    /// Stable code (see docs/terminal-native.md).
+    pub code: &'static str,
+    /// Human-readable.
+    pub message: String,
+    /// For `COMMAND_FAILED`: the completion code, e.g. `COMMAND_ERROR`, `TIME_OUT`.
+    pub completion: Option<String>,
+    /// For `COMMAND_FAILED` with a class error: the CEN/XFS 3.x number, e.g. -200.
+    pub xfs_code: Option<i32>,
+    /// Extra data (the full completion of a failed command).
+    pub data: Option<Value>,
+}
+
+impl BridgeError {
+    fn new(code: &'static str, message: impl Into<String>) -> BridgeError {
+        BridgeError {
+            code,
+            message: message.into(),
+            completion: None,
+            xfs_code: None,
+            data: None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(c) = &self.completion {
+            e["completion"] = json!(c);
+        }
+        if let Some(x) = self.xfs_code {
+            e["xfsCode"] = json!(x);
+        }
+        if let Some(d) = &self.data {
+            e["data"] = d.clone();
+        }
+        e
+    }
+}
+
+impl From<DeviceError> for BridgeError {
+    fn from(e: DeviceError) -> Self {
+        let code = match &e {
+            DeviceError::Unknown(_) => "UNKNOWN_DEVICE",
+            DeviceError::Unavailable { .. } => "DEVICE_UNAVAILABLE",
+            DeviceError::Rpc { code, .. } if *code == tonic::Code::InvalidArgument => {
+                "INVALID_ARGUMENT"
+            }
+            DeviceError::Rpc { .. } => "DEVICE_ERROR",
+        };
+        BridgeError::new(code, e.to_string())
+    }
+}
+
+impl From<RuleError> for BridgeError {
+    fn from(e: RuleError) -> Self {
+        let code = match &e {
+            RuleError::DispenseRefused(_) => "DISPENSE_REFUSED",
+            RuleError::Sequence(_) => "SEQUENCE_ERROR",
+            RuleError::OutOfService(_) => "OUT_OF_SERVICE",
+        };
+        BridgeError::new(code, e.to_string())
+    }
+}
+
+fn invalid(message: impl Into<String>) -> BridgeError {
+    BridgeError::new("INVALID_ARGUMENT", message)
+}
+
+fn params<T: for<'de> Deserialize<'de>>(p: Value) -> Result<T, BridgeError> {
+    serde_json::from_value(p).map_err(|e| invalid(format!("params: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceParams {
+    device: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ExecuteParams {
+    device: String,
+    request_id: Option<String>,
+    timeout_ms: Option<u32>,
+    command: Value,
+    authorization: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CancelParams {
+    device: String,
+    request_id: String,
+}
+
+static NEXT_PAGE: AtomicU64 = AtomicU64::new(1);
+
+/// One page's bridge.
+pub struct Bridge {
+    terminal: Arc<Terminal>,
+    out: mpsc::Sender<String>,
+    page: u64,
+    seq: AtomicU64,
+    permits: Arc<Semaphore>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("page", &self.page).finish()
+    }
+}
+
+fn check_request_id(id: &str) -> Result<(), BridgeError> {
+    let ok = (1..=64).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "requestId must be 1-64 printable ASCII characters without spaces",
+        ))
+    }
+}
+
+impl Bridge {
+    /// A bridge for one page; replies and per-request events go to `out`.
+    pub fn new(terminal: Arc<Terminal>, out: mpsc::Sender<String>) -> Bridge {
+        Bridge {
+            terminal,
+            out,
+            page: NEXT_PAGE.fetch_add(1, Ordering::Relaxed),
+            seq: AtomicU64::new(1),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Terminal-wide events (`device.status`, `device.notice`, `terminal.status`,
+    /// `terminal.alarm`) as serialized messages, for the transport to forward.
+    pub fn events(&self) -> broadcast::Receiver<String> {
+        self.terminal.subscribe_events()
+    }
+
+    /// Handles one message from the page. Answers come through `out`; a request that takes
+    /// time (every device call) runs in a task of this bridge, so the next message is read at
+    /// once (a `device.cancel` must get through while a `device.execute` waits for a card).
+    pub async fn handle(&self, text: &str) {
+        let (id, method, params) = match parse_request(text) {
+            Ok(r) => r,
+            Err((id, e)) => {
+                send(&self.out, json!({"id": id, "error": e})).await;
+                return;
+            }
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let e = BridgeError::new(
+                "BUSY",
+                format!("more than {MAX_CONCURRENT} requests running"),
+            );
+            send(&self.out, json!({"id": id, "error": e.to_json()})).await;
+            return;
+        };
+        let terminal = self.terminal.clone();
+        let out = self.out.clone();
+        let stop = self.stop.clone();
+        let generated = format!(
+            "page{}-{}",
+            self.page,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        self.tasks.spawn(async move {
+            let answer = dispatch(&terminal, &out, &stop, &method, params, generated).await;
+            let msg = match answer {
+                Ok(result) => json!({"id": id, "result": result}),
+                Err(e) => json!({"id": id, "error": e.to_json()}),
+            };
+            send(&out, msg).await;
+            drop(permit);
+        });
+    }
+
+    /// The page went away: cancel its running commands (money commands run to their end) and
+    /// wait for its tasks.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn send(out: &mpsc::Sender<String>, msg: Value) {
+    // The page may be gone; there is nobody to tell then.
+    let _ = out.send(msg.to_string()).await;
+}
+
+type ParseFailure = (Value, Value);
+
+fn parse_request(text: &str) -> Result<(Value, String, Value), ParseFailure> {
+    let err = |id: Value, code, msg: &str| (id, BridgeError::new(code, msg).to_json());
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| err(Value::Null, "PARSE_ERROR", &format!("not JSON: {e}")))?;
+    let Value::Object(mut m) = v else {
+        return Err(err(
+            Value::Null,
+            "INVALID_REQUEST",
+            "a request is a JSON object",
+        ));
+    };
+    let id = m.remove("id").unwrap_or(Value::Null);
+    if !(id.is_number() || id.is_string()) {
+        return Err(err(
+            Value::Null,
+            "INVALID_REQUEST",
+            "id must be a number or a string",
+        ));
+    }
+    let Some(Value::String(method)) = m.remove("method") else {
+        return Err(err(id, "INVALID_REQUEST", "method must be a string"));
+    };
+    let params = m.remove("params").unwrap_or_else(|| json!({}));
+    if !params.is_object() {
+        return Err(err(id, "INVALID_ARGUMENT", "params must be an object"));
+    }
+    if let Some(k) = m.keys().next() {
+        return Err(err(id, "INVALID_REQUEST", &format!("unknown member {k:?}")));
+    }
+    Ok((id, method, params))
+}
+
+async fn dispatch(
+    terminal: &Arc<Terminal>,
+    out: &mpsc::Sender<String>,
+    stop: &CancellationToken,
+    method: &str,
+    p: Value,
+    generated_id: String,
+) -> Result<Value, BridgeError> {
+    let devices = terminal.devices();
+    match method {
+        "device.list" => {
+            let NoParams {} = params(p)?;
+            Ok(json!(devices.views()))
+        }
+        "device.status" => {
+            let DeviceParams { device } = params(p)?;
+            let spec = devices.spec(&device)?;
+            let status = devices.status(&device).await?;
+            let view = devices
+                .views()
+                .into_iter()
+                .find(|v| v.name == spec.name)
+                .ok_or_else(|| BridgeError::from(DeviceError::Unknown(device.clone())))?;
+            Ok(
+                json!({"device": device, "class": class_name(spec.class), "health": view.health,
+                      "connected": view.connected, "status": status}),
+            )
+        }
+        "device.capabilities" => {
+            let DeviceParams { device } = params(p)?;
+            devices.spec(&device)?;
+            Ok(json!(devices.capabilities(&device).await?))
+        }
+        "device.cancel" => {
+            let CancelParams { device, request_id } = params(p)?;
+            devices.spec(&device)?;
+            check_request_id(&request_id)?;
+            let canceled = devices.cancel(&device, vec![request_id]).await?;
+            Ok(json!({"canceled": canceled}))
+        }
+        "device.execute" => {
+            let ep: ExecuteParams = params(p)?;
+            execute(terminal, out, stop, ep, generated_id).await
+        }
+        "terminal.status" => {
+            let NoParams {} = params(p)?;
+            Ok(json!(terminal.status()))
+        }
+        other => Err(BridgeError::new(
+            "UNKNOWN_METHOD",
+            format!("no method {other:?}"),
+        )),
+    }
+}
+
+fn short_code(code: i32) -> String {
+    CompletionCode::try_from(code)
+        .map(|c| {
+            c.as_str_name()
+                .trim_start_matches("COMPLETION_CODE_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| format!("CODE_{code}"))
+}
+
+async fn execute(
+    terminal: &Arc<Terminal>,
+    out: &mpsc::Sender<String>,
+    stop: &CancellationToken,
+    p: ExecuteParams,
+    generated_id: String,
+) -> Result<Value, BridgeError> {
+    let devices = terminal.devices();
+    let spec = devices.spec(&p.device)?.clone();
+    let mut command: Command =
+        serde_json::from_value(p.command).map_err(|e| invalid(format!("command: {e}")))?;
+    if !command.request_id.is_empty() || command.timeout_ms != 0 {
+        return Err(invalid(
+            "pass requestId and timeoutMs in params, not inside the command",
+        ));
+    }
+    let class = command_class(&command).ok_or_else(|| {
+        invalid("command: no command given (e.g. {\"cardReader\": {\"eject\": {}}})")
+    })?;
+    if class != spec.class {
+        return Err(invalid(format!(
+            "device {} is a {}; the command is for a {}",
+            spec.name,
+            class_name(spec.class),
+            class_name(class)
+        )));
+    }
+    let name = command_name(&command).ok_or_else(|| {
+        invalid(format!(
+            "command: the {} command is empty",
+            class_name(class)
+        ))
+    })?;
+    let request_id = p.request_id.unwrap_or(generated_id);
+    check_request_id(&request_id)?;
+    command.request_id = request_id.clone();
+    command.timeout_ms = p.timeout_ms.unwrap_or(0);
+
+    let gate = terminal.gate();
+    let admitted = gate
+        .admit(&spec, &command, p.authorization.as_deref())
+        .await?;
+    // Money commands run to their end even when the page goes away; others are canceled at
+    // the proxy by dropping the stream.
+    let cancel_on_close = !matches!(name, "CashDispenser.Dispense" | "CashDispenser.Present");
+    let mut stream = match devices.execute(&spec.name, command).await {
+        Ok(s) => s,
+        Err(e) => {
+            gate.abandon(admitted, &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled(), if cancel_on_close => {
+                gate.abandon(admitted, "the page went away").await;
+                return Err(BridgeError::new("CANCELED", "the page went away"));
+            }
+            n = stream.message() => n,
+        };
+        let reply = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let e = DeviceError::Unavailable {
+                    device: spec.name.clone(),
+                    reason: "the stream ended without a completion".into(),
+                };
+                gate.abandon(admitted, &e.to_string()).await;
+                return Err(e.into());
+            }
+            Err(status) => {
+                let e = DeviceManager::stream_error(&spec.name, status);
+                gate.abandon(admitted, &e.to_string()).await;
+                return Err(e.into());
+            }
+        };
+        match reply.reply {
+            Some(command_reply::Reply::Event(ev)) => {
+                send(
+                    out,
+                    json!({"event": "device.event",
+                           "data": {"device": spec.name, "requestId": request_id, "event": ev}}),
+                )
+                .await;
+            }
+            Some(command_reply::Reply::Completion(mut c)) => {
+                gate.finish(admitted, &mut c).await;
+                return completion_answer(&request_id, c);
+            }
+            None => {}
+        }
+    }
+}
+
+fn completion_answer(request_id: &str, c: CommandCompletion) -> Result<Value, BridgeError> {
+    let mut body = json!(c);
+    body["requestId"] = json!(request_id);
+    let done = c.completion.unwrap_or_default();
+    if done.code == CompletionCode::Success as i32 {
+        return Ok(body);
+    }
+    let message = if done.description.is_empty() {
+        format!("the command ended {}", short_code(done.code))
+    } else {
+        done.description.clone()
+    };
+    Err(BridgeError {
+        code: "COMMAND_FAILED",
+        message,
+        completion: Some(short_code(done.code)),
+        xfs_code: (done.error_code != 0).then_some(done.error_code),
+        data: Some(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_and_refuses_junk() {
+        let (id, m, p) = parse_request(r#"{"id": 7, "method": "device.list"}"#).unwrap();
+        assert_eq!((id, m.as_str(), p), (json!(7), "device.list", json!({})));
+        for (text, code) in [
+            ("nope", "PARSE_ERROR"),
+            ("[1]", "INVALID_REQUEST"),
+            (r#"{"method": "x"}"#, "INVALID_REQUEST"),
+            (r#"{"id": 1}"#, "INVALID_REQUEST"),
+            (
+                r#"{"id": 1, "method": "x", "params": 3}"#,
+                "INVALID_ARGUMENT",
+            ),
+            (r#"{"id": 1, "method": "x", "extra": 3}"#, "INVALID_REQUEST"),
+        ] {
+            let (_, e) = parse_request(text).unwrap_err();
+            assert_eq!(e["code"], code, "{text}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert!(check_request_id("r-1").is_ok());
+        assert!(check_request_id("").is_err());
+        assert!(check_request_id("a b").is_err());
+        assert!(check_request_id(&"x".repeat(65)).is_err());
+    }
+}

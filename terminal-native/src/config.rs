@@ -1,0 +1,356 @@
+//! The TOML configuration, validated in full before anything is bound or started: a bad file
+//! is reported with its reason and the binary exits 64.
+//!
+//! ```toml
+//! terminal_id = "T0001"
+//! business_package = "/var/lib/openteller/kiosk"
+//! journal_dir = "/var/lib/openteller/ej"
+//! state_dir = "/var/lib/openteller/native"
+//!
+//! [headless]
+//! listen = "127.0.0.1:8780"          # loopback only: the bridge has no authentication
+//!
+//! [rules]
+//! max_pin_attempts = 3
+//!
+//! [devices.idc]
+//! class = "CardReader"
+//! endpoint = "unix:/run/openteller/idc.sock"
+//! critical = true                    # default; the terminal is in service iff every critical device is usable
+//!
+//! [keeper]                           # optional
+//! control = "tcp:127.0.0.1:7700"
+//! process = "native"
+//! heartbeat_interval_ms = 2000
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openteller_keeper::config::ControlAddr;
+use openteller_proto::Endpoint;
+use openteller_proto::device::v1::DeviceClass;
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for the schema (unknown fields included).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    terminal_id: String,
+    business_package: PathBuf,
+    journal_dir: PathBuf,
+    state_dir: PathBuf,
+    headless: RawHeadless,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    devices: BTreeMap<String, RawDevice>,
+    keeper: Option<RawKeeper>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeadless {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    max_pin_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    class: String,
+    endpoint: String,
+    #[serde(default = "yes")]
+    critical: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeeper {
+    control: String,
+    #[serde(default = "default_process")]
+    process: String,
+    #[serde(default = "default_heartbeat")]
+    heartbeat_interval_ms: u64,
+}
+
+fn default_process() -> String {
+    "native".into()
+}
+
+fn default_heartbeat() -> u64 {
+    2000
+}
+
+/// One configured device.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// The name pages use (`idc`, `pin`, `cdm`, `ptr`…).
+    pub name: String,
+    /// Its class; commands of another class are refused before they reach it.
+    pub class: DeviceClass,
+    /// Where its driver-proxy listens.
+    pub endpoint: Endpoint,
+    /// Counts for the in-service decision.
+    pub critical: bool,
+}
+
+/// Heartbeats to the keeper.
+#[derive(Debug, Clone)]
+pub struct KeeperSpec {
+    /// The keeper's control API.
+    pub control: ControlAddr,
+    /// This process's name in the keeper's configuration.
+    pub process: String,
+    /// Between heartbeats (and service-state polls).
+    pub interval: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This terminal's id; authorisations of another terminal are refused.
+    pub terminal_id: String,
+    /// The business-package directory served at `/`.
+    pub business_package: PathBuf,
+    /// Where the electronic journal's daily files go.
+    pub journal_dir: PathBuf,
+    /// Where the transaction-state table is persisted.
+    pub state_dir: PathBuf,
+    /// The headless bridge's loopback address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Wrong PINs before the card is retained.
+    pub max_pin_attempts: u32,
+    /// Devices, in name order.
+    pub devices: Vec<DeviceSpec>,
+    /// Heartbeats to the keeper, if configured.
+    pub keeper: Option<KeeperSpec>,
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Parses a class name as the driver-proxy's `--class` spells it.
+pub fn parse_class(s: &str) -> Option<DeviceClass> {
+    match s {
+        "CardReader" => Some(DeviceClass::CardReader),
+        "PinPad" => Some(DeviceClass::PinPad),
+        "CashDispenser" => Some(DeviceClass::CashDispenser),
+        "ReceiptPrinter" => Some(DeviceClass::ReceiptPrinter),
+        _ => None,
+    }
+}
+
+/// The class name as pages and the driver-proxy spell it.
+pub fn class_name(c: DeviceClass) -> &'static str {
+    match c {
+        DeviceClass::CardReader => "CardReader",
+        DeviceClass::PinPad => "PinPad",
+        DeviceClass::CashDispenser => "CashDispenser",
+        DeviceClass::ReceiptPrinter => "ReceiptPrinter",
+        DeviceClass::Unspecified => "Unspecified",
+    }
+}
+
+impl Settings {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        let id = raw.terminal_id.trim();
+        if id.is_empty()
+            || id.len() > 32
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "terminal_id {:?} must be 1-32 letters, digits, '-' or '_'",
+                raw.terminal_id
+            )));
+        }
+        for (what, p) in [
+            ("business_package", &raw.business_package),
+            ("journal_dir", &raw.journal_dir),
+            ("state_dir", &raw.state_dir),
+        ] {
+            if p.as_os_str().is_empty() {
+                return Err(invalid(format!("{what} must not be empty")));
+            }
+        }
+        if !raw.business_package.is_dir() {
+            return Err(invalid(format!(
+                "business_package {} is not a directory",
+                raw.business_package.display()
+            )));
+        }
+        let listen: SocketAddr = raw.headless.listen.parse().map_err(|_| {
+            invalid(format!(
+                "headless.listen {:?} must be IP:PORT, e.g. 127.0.0.1:8780",
+                raw.headless.listen
+            ))
+        })?;
+        if !listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "headless.listen {listen} must be a loopback address: the bridge has no authentication"
+            )));
+        }
+        let max_pin_attempts = raw.rules.max_pin_attempts.unwrap_or(3);
+        if !(1..=10).contains(&max_pin_attempts) {
+            return Err(invalid("rules.max_pin_attempts must be 1..=10"));
+        }
+        let mut devices = Vec::new();
+        for (name, d) in raw.devices {
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(format!(
+                    "device name {name:?} must be 1-32 letters, digits, '-' or '_'"
+                )));
+            }
+            let class = parse_class(&d.class).ok_or_else(|| {
+                invalid(format!(
+                    "devices.{name}.class {:?} must be CardReader, PinPad, CashDispenser or ReceiptPrinter",
+                    d.class
+                ))
+            })?;
+            let endpoint: Endpoint = d
+                .endpoint
+                .parse()
+                .map_err(|e| invalid(format!("devices.{name}.endpoint: {e}")))?;
+            devices.push(DeviceSpec {
+                name,
+                class,
+                endpoint,
+                critical: d.critical,
+            });
+        }
+        let keeper = match raw.keeper {
+            None => None,
+            Some(k) => {
+                let control: ControlAddr = k
+                    .control
+                    .parse()
+                    .map_err(|e| invalid(format!("keeper.control: {e}")))?;
+                if !(100..=60_000).contains(&k.heartbeat_interval_ms) {
+                    return Err(invalid("keeper.heartbeat_interval_ms must be 100..=60000"));
+                }
+                if k.process.is_empty() {
+                    return Err(invalid("keeper.process must not be empty"));
+                }
+                Some(KeeperSpec {
+                    control,
+                    process: k.process,
+                    interval: Duration::from_millis(k.heartbeat_interval_ms),
+                })
+            }
+        };
+        Ok(Settings {
+            terminal_id: id.to_owned(),
+            business_package: raw.business_package,
+            journal_dir: raw.journal_dir,
+            state_dir: raw.state_dir,
+            listen,
+            max_pin_attempts,
+            devices,
+            keeper,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(extra: &str) -> String {
+        format!(
+            "terminal_id = \"T1\"\nbusiness_package = \"/\"\njournal_dir = \"/tmp/ej\"\nstate_dir = \"/tmp/st\"\n\
+             [headless]\nlisten = \"127.0.0.1:0\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn accepts_a_full_file() {
+        let s = Settings::parse(&base(
+            "[devices.idc]\nclass = \"CardReader\"\nendpoint = \"unix:/tmp/idc.sock\"\n\
+             [devices.ptr]\nclass = \"ReceiptPrinter\"\nendpoint = \"tcp:127.0.0.1:9\"\ncritical = false\n\
+             [keeper]\ncontrol = \"tcp:127.0.0.1:7700\"\n",
+        ))
+        .unwrap();
+        assert_eq!(s.devices.len(), 2);
+        assert!(s.devices[0].critical && !s.devices[1].critical);
+        assert_eq!(s.keeper.unwrap().process, "native");
+        assert_eq!(s.max_pin_attempts, 3);
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        for bad in [
+            base("surprise = 1\n"),
+            base("[devices.idc]\nclass = \"Scanner\"\nendpoint = \"unix:/a\"\n"),
+            base("[devices.idc]\nclass = \"CardReader\"\nendpoint = \"/a\"\n"),
+            base("[devices.idc]\nclass = \"CardReader\"\nendpoint = \"unix:/a\"\nextra = 1\n"),
+            base("[keeper]\ncontrol = \"tcp:10.0.0.1:7700\"\n"),
+            base("[rules]\nmax_pin_attempts = 0\n"),
+            base("").replace("127.0.0.1:0", "0.0.0.0:80"),
+            base("").replace("T1", "bad id"),
+        ] {
+            assert!(Settings::parse(&bad).is_err(), "accepted: {bad}");
+        }
+    }
+}
