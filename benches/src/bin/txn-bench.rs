@@ -1,5 +1,7 @@
-//! Load driver for the online transaction engine: the customer's tcp_8583 benchmark (seed 001
-//! §13.2.1 / §13.3.1) and host-delay exception test (§13.2.3 / §13.3.4), shortened.
+//! Load driver for the online transaction engine: the customer's benchmark (seed 001 §13.2.1 /
+//! §13.3.1) on each front of §13.2 — tcp_8583 terminals, HTTP JSON, HTTP XML, TCP fixed-width
+//! ("struct"), TCP delimiter, or a mix of 20 % each (`--front`), all with host-sim's tcp_8583
+//! behind — and the host-delay exception test (§13.2.3 / §13.3.4), shortened.
 //!
 //! It starts the real `host-sim` and the real `online-txn` (release binaries next to this one)
 //! on free ports with temporary configurations, imports the keys, signs `--connections`
@@ -13,6 +15,7 @@
 //! target/release/txn-bench --connections 100 --duration-s 30
 //! target/release/txn-bench --connections 100 --duration-s 30 --journal postgres
 //! target/release/txn-bench --scenario exception
+//! target/release/txn-bench --connections 100 --duration-s 30 --front mix
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,13 +32,15 @@ use openteller_benches::{
     Latencies, SystemCpu, clock_ticks, cpu_ticks, pids_named, rss_kib, thread_ticks,
 };
 use openteller_codec::{FieldValue, Message, Subfield};
-use openteller_crypto::{self as crypto, Algorithm, Key};
+use openteller_crypto::{self as crypto, Algorithm, Key, PinBlockFormat};
 use openteller_host_sim::HostKeys;
 use openteller_host_sim::client::{HostClient, Terminal};
 use openteller_host_sim::wire::MacCheck;
 use openteller_online_txn::journal::{Journal, TxnRecord, TxnState};
 use serde_json::{Value, json};
 use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Test keys (clear, as a simulator may have them). The same TMK for every terminal.
 const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -47,6 +52,75 @@ const PAN_PREFIX: &str = "6222020299";
 const PIN: &str = "1234";
 /// Each account's opening balance (100,000,000.00 CNY): never the limiting factor.
 const BALANCE: i64 = 10_000_000_000;
+/// The channels' PIN key (the internal systems encrypt PIN blocks under it).
+const PIK: &str = "5555555555555555AAAAAAAAAAAAAAAA";
+/// Processing code of a withdrawal.
+const WITHDRAWAL: &str = "010000";
+
+/// The fronts of seed 001 §13.2 (host-sim's tcp_8583 is behind every one).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Front {
+    /// Terminals: ISO 8583 (CUP), MAC under the TAK, PIN under the TPK, after sign-on.
+    #[value(name = "tcp_8583")]
+    Tcp8583,
+    /// Channel `mobile`: HTTP POST with a JSON body, keep-alive.
+    #[value(name = "http_json")]
+    HttpJson,
+    /// Channel `branch`: HTTP POST with an XML body, keep-alive.
+    #[value(name = "http_xml")]
+    HttpXml,
+    /// Channel `kiosk`: TCP, fixed-width records, 4-byte ASCII length, long connections.
+    #[value(name = "tcp_struct")]
+    TcpStruct,
+    /// Channel `teller`: TCP, '|'-separated records, 2-byte binary length, long connections.
+    #[value(name = "tcp_delimiter")]
+    TcpDelimiter,
+    /// 20 % of the connections on each of the five fronts (connection i on front i mod 5).
+    Mix,
+}
+
+const FRONTS: [Front; 5] = [
+    Front::Tcp8583,
+    Front::HttpJson,
+    Front::HttpXml,
+    Front::TcpStruct,
+    Front::TcpDelimiter,
+];
+
+impl Front {
+    fn name(self) -> &'static str {
+        match self {
+            Front::Tcp8583 => "tcp_8583",
+            Front::HttpJson => "http_json",
+            Front::HttpXml => "http_xml",
+            Front::TcpStruct => "tcp_struct",
+            Front::TcpDelimiter => "tcp_delimiter",
+            Front::Mix => "mix",
+        }
+    }
+
+    /// The engine channel serving this front (`None`: the terminals' port).
+    fn channel(self) -> Option<&'static str> {
+        match self {
+            Front::HttpJson => Some("mobile"),
+            Front::HttpXml => Some("branch"),
+            Front::TcpStruct => Some("kiosk"),
+            Front::TcpDelimiter => Some("teller"),
+            Front::Tcp8583 | Front::Mix => None,
+        }
+    }
+
+    /// F41 prefix of the front's terminals (a channel's `terminal_prefix`).
+    fn prefix(self) -> &'static str {
+        match self {
+            Front::HttpJson => "MB",
+            Front::HttpXml => "BX",
+            Front::TcpStruct => "KF",
+            Front::TcpDelimiter => "TD",
+            Front::Tcp8583 | Front::Mix => "T",
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Scenario {
@@ -127,9 +201,25 @@ struct Args {
     /// back to back. Shows how much of the end-to-end figure the journal allows.
     #[arg(long)]
     journal_only: bool,
+    /// The front every connection uses, or `mix` (20 % each).
+    #[arg(long, value_enum, default_value = "tcp_8583")]
+    front: Front,
 }
 
 impl Args {
+    /// The front of connection `i`.
+    fn front_of(&self, i: usize) -> Front {
+        match self.front {
+            Front::Mix => FRONTS[i % FRONTS.len()],
+            f => f,
+        }
+    }
+
+    /// The terminal id (F41) of connection `i`.
+    fn terminal(&self, i: usize) -> String {
+        terminal_id(self.front_of(i), i)
+    }
+
     fn host_timeout(&self) -> u64 {
         self.host_timeout_ms.unwrap_or(match self.scenario {
             Scenario::Normal => 5_000,
@@ -252,8 +342,11 @@ fn word<'a>(line: &'a str, key: &str) -> anyhow::Result<&'a str> {
         .ok_or_else(|| anyhow!("no {key} in {line:?}"))
 }
 
-fn terminal_id(i: usize) -> String {
-    format!("T{:07}", i + 1)
+fn terminal_id(front: Front, i: usize) -> String {
+    match front {
+        Front::Tcp8583 | Front::Mix => format!("T{:07}", i + 1),
+        f => format!("{}{:06}", f.prefix(), i + 1),
+    }
 }
 
 fn pan(i: usize) -> String {
@@ -267,6 +360,8 @@ struct Stack {
     host: Proc,
     control: String,
     engine_addr: SocketAddr,
+    /// Channel name → address.
+    channels: HashMap<String, SocketAddr>,
     journal_url: String,
     dir_path: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -326,16 +421,19 @@ impl Stack {
                  [terminals]\nlisten = \"127.0.0.1:0\"\nmax_connections = {}\n\
                  [host]\naddress = \"{host_addr}\"\nconnections = {}\ntimeout_ms = {}\n\
                  [reversal]\nmax_attempts = 1000\nretry_ms = 200\nttl_s = 3600\n\
-                 retryable_codes = [\"91\", \"96\", \"98\"]\n",
+                 retryable_codes = [\"91\", \"96\", \"98\"]\n{}",
                 d.join("keys.json").display(),
                 args.connections.max(1) + 16,
                 args.host_connections,
                 args.host_timeout(),
+                channels_toml(args.connections),
             ),
         )?;
         let mut keys: Vec<(String, &str, &str)> = (0..args.connections)
-            .map(|i| (format!("term/{}/TMK", terminal_id(i)), "kek", TMK))
+            .filter(|&i| args.front_of(i) == Front::Tcp8583)
+            .map(|i| (format!("term/{}/TMK", args.terminal(i)), "kek", TMK))
             .collect();
+        keys.push(("chan/PIK".into(), "pin", PIK));
         keys.push(("host/ZPK".into(), "pin", ZPK));
         keys.push(("host/ZAK".into(), "mac", ZAK));
         for (name, usage, value) in &keys {
@@ -358,18 +456,67 @@ impl Stack {
         cmd.args(["serve", "--config"])
             .arg(&cfg)
             .env("OPENTELLER_MASTER_KEY", MASTER);
-        let (engine, line) = spawn_server(cmd, &d.join("online-txn.log"), &args.log)?;
+        // The channels log "channel listening: NAME=ADDR" (info) before the ready line.
+        let engine_log = d.join("online-txn.log");
+        let (engine, line) = spawn_server(
+            cmd,
+            &engine_log,
+            &format!("{},openteller_online_txn::channels=info", args.log),
+        )?;
         let engine_addr = word(&line, "terminals=")?.parse()?;
+        let mut channels = HashMap::new();
+        for l in std::fs::read_to_string(&engine_log)?.lines() {
+            if let Some(pair) = l
+                .split("channel listening: ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                && let Some((name, addr)) = pair.split_once('=')
+            {
+                channels.insert(name.to_owned(), addr.parse()?);
+            }
+        }
         Ok(Stack {
             engine,
             host,
             control,
             engine_addr,
+            channels,
             journal_url,
             dir_path,
             _dir: dir,
         })
     }
+}
+
+/// The four channel fronts, as in `online-txn/engine/examples/channels` (its format and mapping
+/// files), all routed to `[host]` (host-sim): long connections, no processing-code limit, PIN
+/// blocks under `chan/PIK`.
+fn channels_toml(connections: usize) -> String {
+    let ex = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../online-txn/engine/examples/channels"
+    );
+    let limits = format!(
+        "max_in_flight = {}\nmax_connections = {}\npin_key = \"chan/PIK\"\n",
+        connections.max(1) + 16,
+        connections.max(1) + 16
+    );
+    let map = format!(
+        "mapping = {{ request = \"{ex}/request-map.toml\", response = \"{ex}/response-map.toml\" }}\n"
+    );
+    format!(
+        "\n[[channels]]\nname = \"mobile\"\nkind = \"http_json\"\nlisten = \"127.0.0.1:0\"\npath = \"/txn\"\n\
+         format = \"{ex}/mobile-json.toml\"\n{map}terminal_prefix = \"MB\"\n{limits}\
+         \n[[channels]]\nname = \"branch\"\nkind = \"http_xml\"\nlisten = \"127.0.0.1:0\"\n\
+         format = \"{ex}/branch-xml-request.toml\"\nresponse_format = \"{ex}/branch-xml-response.toml\"\n\
+         {map}terminal_prefix = \"BX\"\n{limits}\
+         \n[[channels]]\nname = \"kiosk\"\nkind = \"tcp_fixed\"\nlisten = \"127.0.0.1:0\"\nframing = \"ascii4\"\n\
+         format = \"{ex}/kiosk-fixed-request.toml\"\nresponse_format = \"{ex}/kiosk-fixed-response.toml\"\n\
+         {map}terminal_prefix = \"KF\"\n{limits}\
+         \n[[channels]]\nname = \"teller\"\nkind = \"tcp_delimited\"\nlisten = \"127.0.0.1:0\"\nframing = \"binary2\"\n\
+         format = \"{ex}/teller-delimited-request.toml\"\nresponse_format = \"{ex}/teller-delimited-response.toml\"\n\
+         {map}terminal_prefix = \"TD\"\n{limits}"
+    )
 }
 
 /// A fresh PostgreSQL database for one run, created like the engine's journal tests do.
@@ -507,6 +654,7 @@ impl Tally {
 /// What one connection saw.
 struct WorkerOut {
     terminal: String,
+    front: Front,
     phases: Vec<Tally>,
     /// Every answer by F39, warm-up included.
     codes: BTreeMap<String, u64>,
@@ -514,26 +662,200 @@ struct WorkerOut {
     bad: u64,
 }
 
-async fn worker(
-    mut client: HostClient,
-    mut term: Terminal,
+/// One connection to a front of the engine.
+enum Conn {
+    /// A signed-on terminal (tcp_8583).
+    Terminal(Box<(HostClient, Terminal)>),
+    /// An HTTP channel: its own client (one keep-alive connection) and URL.
+    Http(reqwest::Client, String),
+    /// A TCP channel, long connection.
+    Tcp(TcpStream),
+}
+
+/// Opens connection `i`'s front: signs a terminal on, or connects to the channel.
+async fn connect(
+    stack_addr: SocketAddr,
+    channel: Option<SocketAddr>,
+    front: Front,
+    id: String,
+) -> anyhow::Result<Conn> {
+    let channel =
+        || channel.ok_or_else(|| anyhow!("the engine has no channel for {}", front.name()));
+    Ok(match front {
+        Front::Tcp8583 | Front::Mix => {
+            let (client, term) = sign_on(stack_addr, id).await?;
+            Conn::Terminal(Box::new((client, term)))
+        }
+        Front::HttpJson | Front::HttpXml => {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?;
+            let path = if front == Front::HttpJson {
+                "/txn"
+            } else {
+                "/"
+            };
+            Conn::Http(client, format!("http://{}{path}", channel()?))
+        }
+        Front::TcpStruct | Front::TcpDelimiter => {
+            let stream = TcpStream::connect(channel()?).await?;
+            stream.set_nodelay(true)?;
+            Conn::Tcp(stream)
+        }
+    })
+}
+
+/// A channel withdrawal request in `front`'s format.
+fn channel_request(
+    front: Front,
+    terminal: &str,
+    stan: &str,
+    date: &str,
+    pan: &str,
+    amount: &str,
+    pin: &str,
+) -> String {
+    match front {
+        Front::HttpJson => json!({
+            "txn": {"code": WITHDRAWAL, "terminal": terminal, "stan": stan, "date": date,
+                    "amount": amount, "currency": "156"},
+            "card": {"pan": pan, "pin_block": pin}
+        })
+        .to_string(),
+        Front::HttpXml => format!(
+            "<?xml version=\"1.0\"?><Request type=\"0200\"><Header><Code>{WITHDRAWAL}</Code><Terminal>{terminal}</Terminal>\
+             <Stan>{stan}</Stan><Date>{date}</Date></Header><Card><Pan>{pan}</Pan><PinBlock>{pin}</PinBlock></Card>\
+             <Amount currency=\"156\">{amount}</Amount></Request>"
+        ),
+        Front::TcpStruct => format!(
+            "{WITHDRAWAL:6}{terminal:8}{stan:6}{date:4}{pan:19}{amount:>12}{:3}{:19}{pin:16}",
+            "156", ""
+        ),
+        _ => format!("{WITHDRAWAL}|{terminal}|{stan}|{date}|{pan}|{amount}|156||{pin}"),
+    }
+}
+
+/// (F39, F11) of a channel answer in `front`'s format; `None` when it cannot be read.
+fn channel_answer(front: Front, a: &str) -> Option<(String, String)> {
+    let xml_text = |tag: &str| {
+        a.split(&format!("<{tag}>"))
+            .nth(1)?
+            .split(&format!("</{tag}>"))
+            .next()
+            .map(str::to_owned)
+    };
+    match front {
+        Front::HttpJson => {
+            let v: Value = serde_json::from_str(a).ok()?;
+            Some((
+                v["result"]["code"].as_str()?.to_owned(),
+                v["txn"]["stan"].as_str()?.to_owned(),
+            ))
+        }
+        Front::HttpXml => Some((
+            a.split("code=\"").nth(1)?.get(..2)?.to_owned(),
+            xml_text("Stan")?,
+        )),
+        Front::TcpStruct => {
+            if a.len() != 66 {
+                return None;
+            }
+            Some((
+                a.get(0..2)?.trim().to_owned(),
+                a.get(2..8)?.trim().to_owned(),
+            ))
+        }
+        _ => {
+            let f: Vec<&str> = a.split('|').collect();
+            (f.len() == 7).then(|| (f[0].to_owned(), f[1].to_owned()))
+        }
+    }
+}
+
+/// Sends one framed payload on a TCP channel and reads the framed answer.
+async fn tcp_call(stream: &mut TcpStream, front: Front, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(payload.len() + 4);
+    if front == Front::TcpStruct {
+        frame.extend_from_slice(format!("{:04}", payload.len()).as_bytes());
+    } else {
+        frame.extend_from_slice(&u16::try_from(payload.len())?.to_be_bytes());
+    }
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).await?;
+    let len = if front == Front::TcpStruct {
+        let mut h = [0u8; 4];
+        stream.read_exact(&mut h).await?;
+        std::str::from_utf8(&h)?.parse::<usize>()?
+    } else {
+        let mut h = [0u8; 2];
+        stream.read_exact(&mut h).await?;
+        usize::from(u16::from_be_bytes(h))
+    };
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// What a connection needs to know about its terminal and account.
+struct Who {
+    terminal: String,
+    front: Front,
     pan: String,
     amount: u64,
+    /// F13 the channel requests carry (today, UTC).
+    date: String,
+}
+
+async fn worker(
+    mut conn: Conn,
+    who: Who,
     plan: Arc<Plan>,
     offset: f64,
 ) -> anyhow::Result<WorkerOut> {
     let mut out = WorkerOut {
-        terminal: term.id().to_owned(),
+        terminal: who.terminal.clone(),
+        front: who.front,
         phases: (0..plan.phases()).map(|_| Tally::default()).collect(),
         codes: BTreeMap::new(),
         bad: 0,
     };
+    let pin = {
+        let k = Key::from_hex(Algorithm::Tdes, PIK)?;
+        hex::encode_upper(crypto::encrypt_pin_block(
+            PinBlockFormat::Iso0,
+            PIN,
+            &who.pan,
+            &k,
+        )?)
+    };
+    let amount = format!("{}.{:02}", who.amount / 100, who.amount % 100);
+    let mut seq = 100u32;
     // Paced: connection i starts at its share of the interval, then every interval.
     let mut next = plan.interval.map(|i| Instant::now() + i.mul_f64(offset));
     while Instant::now() < plan.end {
-        let mut req = term.withdrawal(&pan, PIN, amount);
-        let stan = req.text(11).unwrap_or_default().to_owned();
-        let bytes = term.seal(&mut req)?;
+        // The request, ready before its send time.
+        let (stan, bytes) = match &mut conn {
+            Conn::Terminal(t) => {
+                let term = &mut t.1;
+                let mut req = term.withdrawal(&who.pan, PIN, who.amount);
+                let stan = req.text(11).unwrap_or_default().to_owned();
+                (stan, term.seal(&mut req)?)
+            }
+            _ => {
+                seq = if seq >= 999_999 { 1 } else { seq + 1 };
+                let stan = format!("{seq:06}");
+                let body = channel_request(
+                    who.front,
+                    &who.terminal,
+                    &stan,
+                    &who.date,
+                    &who.pan,
+                    &amount,
+                    &pin,
+                );
+                (stan, body.into_bytes())
+            }
+        };
         let sent = match (next, plan.interval) {
             (Some(at), Some(interval)) => {
                 tokio::time::sleep_until(at.into()).await;
@@ -545,15 +867,40 @@ async fn worker(
         if sent >= plan.end {
             break;
         }
-        client.send(&bytes).await?;
-        let payload = client
-            .recv_payload()
-            .await?
-            .ok_or_else(|| anyhow!("{}: the engine closed the connection", out.terminal))?;
+        let (code, sound) = match &mut conn {
+            Conn::Terminal(t) => {
+                let (client, term) = &mut **t;
+                client.send(&bytes).await?;
+                let payload = client
+                    .recv_payload()
+                    .await?
+                    .ok_or_else(|| anyhow!("{}: the engine closed the connection", out.terminal))?;
+                let (answer, check) = term.open(&payload)?;
+                let code = answer.text(39).unwrap_or("--").to_owned();
+                (
+                    code,
+                    check == MacCheck::Valid && answer.text(11) == Some(stan.as_str()),
+                )
+            }
+            Conn::Http(client, url) => {
+                let r = client.post(url.as_str()).body(bytes).send().await?;
+                let status = r.status();
+                let text = r.text().await?;
+                match channel_answer(who.front, &text) {
+                    Some((code, s)) if status.is_success() => (code, s == stan),
+                    _ => bail!("{}: HTTP {status}: {text}", out.terminal),
+                }
+            }
+            Conn::Tcp(stream) => {
+                let payload = tcp_call(stream, who.front, &bytes).await?;
+                let text = String::from_utf8_lossy(&payload);
+                match channel_answer(who.front, &text) {
+                    Some((code, s)) => (code, s == stan),
+                    None => bail!("{}: unreadable answer {text:?}", out.terminal),
+                }
+            }
+        };
         let latency = sent.elapsed();
-        let (answer, check) = term.open(&payload)?;
-        let code = answer.text(39).unwrap_or("--").to_owned();
-        let sound = check == MacCheck::Valid && answer.text(11) == Some(stan.as_str());
         if !sound {
             out.bad += 1;
         }
@@ -737,14 +1084,19 @@ async fn run(args: &Args, postgres: Option<String>) -> anyhow::Result<bool> {
     }
 
     let signing: Vec<_> = (0..n)
-        .map(|i| tokio::spawn(sign_on(stack.engine_addr, terminal_id(i))))
+        .map(|i| {
+            let front = args.front_of(i);
+            let channel = front.channel().and_then(|c| stack.channels.get(c).copied());
+            tokio::spawn(connect(stack.engine_addr, channel, front, args.terminal(i)))
+        })
         .collect();
     let mut terminals = Vec::with_capacity(n);
     for s in signing {
         terminals.push(s.await??);
     }
     println!(
-        "txn-bench: started and signed on {n} terminals in {:.1} s",
+        "txn-bench: started, signed on and connected {n} terminals (front {}) in {:.1} s",
+        args.front.name(),
         setup.elapsed().as_secs_f64()
     );
 
@@ -779,18 +1131,19 @@ async fn run(args: &Args, postgres: Option<String>) -> anyhow::Result<bool> {
             anyhow::Ok(())
         })
     });
+    let date = chrono::Utc::now().format("%m%d").to_string();
     let workers: Vec<_> = terminals
         .into_iter()
         .enumerate()
-        .map(|(i, (client, term))| {
-            tokio::spawn(worker(
-                client,
-                term,
-                pan(i),
-                args.amount,
-                Arc::clone(&plan),
-                i as f64 / n as f64,
-            ))
+        .map(|(i, conn)| {
+            let who = Who {
+                terminal: args.terminal(i),
+                front: args.front_of(i),
+                pan: pan(i),
+                amount: args.amount,
+                date: date.clone(),
+            };
+            tokio::spawn(worker(conn, who, Arc::clone(&plan), i as f64 / n as f64))
         })
         .collect();
     tokio::time::sleep_until(measure.into()).await;
@@ -854,9 +1207,24 @@ async fn run(args: &Args, postgres: Option<String>) -> anyhow::Result<bool> {
         );
     } else {
         let name = match args.rate {
-            Some(r) => format!("tcp_8583 withdrawal, offered {r:.0}/s"),
-            None => "tcp_8583 withdrawal".to_owned(),
+            Some(r) => format!("{} withdrawal, offered {r:.0}/s", args.front.name()),
+            None => format!("{} withdrawal", args.front.name()),
         };
+        if args.front == Front::Mix {
+            for f in FRONTS {
+                let mut t = Tally::default();
+                let mut k = 0;
+                for o in outs.iter().filter(|o| o.front == f) {
+                    t.merge(&o.phases[0]);
+                    k += 1;
+                }
+                t.latencies.finish(Duration::from_secs_f64(secs));
+                println!(
+                    "{}",
+                    row(&format!("mix: {}", f.name()), journal_name, k, &t, secs)
+                );
+            }
+        }
         println!("{}", row(&name, journal_name, n, &overall, secs));
     }
     let ticks = clock_ticks();
@@ -971,7 +1339,7 @@ async fn journal_only(args: &Args, postgres: Option<String>) -> anyhow::Result<b
                     stan += 1;
                     let sent = Instant::now();
                     let txn = NewTxn {
-                        terminal_id: terminal_id(i),
+                        terminal_id: terminal_id(Front::Tcp8583, i),
                         stan: format!("{stan:06}"),
                         txn_date: "0101".into(),
                         mti: "0200".into(),
@@ -1192,7 +1560,7 @@ async fn prove(
     // (b) money: per account, the host's balance change = the engine's approved withdrawals
     // of that account's terminal = what the terminal was told was approved.
     let terminal_index: HashMap<String, usize> =
-        (0..initial.len()).map(|i| (terminal_id(i), i)).collect();
+        (0..initial.len()).map(|i| (args.terminal(i), i)).collect();
     let mut approved_sum = vec![0i64; initial.len()];
     let mut approved_keys: HashMap<TxnKey, i64> = HashMap::new();
     for r in rows.iter().filter(|r| r.state == TxnState::Approved) {
@@ -1212,7 +1580,7 @@ async fn prove(
         let now = available(http, &stack.control, &pan(i)).await?;
         let delta = opening - now;
         moved += delta;
-        let tid = terminal_id(i);
+        let tid = args.terminal(i);
         let told_amount = told.get(tid.as_str()).copied().unwrap_or(0) as i64 * args.amount as i64;
         if delta == approved_sum[i] && told_amount == approved_sum[i] {
             accounts_ok += 1;

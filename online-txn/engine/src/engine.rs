@@ -2,9 +2,10 @@
 //!
 //! - **Sign-on** (0800, F60.3 = 003): new working keys TPK and TAK for the terminal, returned
 //!   in F62 encrypted under its TMK with their check values. **Echo** (F60.3 = 301) answers 00.
-//! - **Financial requests** (0200): journaled RECEIVED (keyed by F41 + F11 + F13, so a retry
-//!   gets the first answer), the terminal's MAC verified under its TAK, the PIN block translated
-//!   TPK → ZPK, the host request MAC'd under ZAK, journaled SENT, sent; the answer's MAC checked,
+//! - **Financial requests** (0200): the terminal's MAC verified under its TAK, the PIN block
+//!   translated TPK → ZPK, the host request MAC'd under ZAK, then journaled directly as SENT
+//!   (keyed by F41 + F11 + F13, so a retry gets the first answer) and sent; a request refused
+//!   before that is journaled RECEIVED and DECLINED. The answer's MAC checked,
 //!   the row ends APPROVED or DECLINED and the terminal gets the answer MAC'd under its TAK. No
 //!   answer in time → IN_DOUBT, a reversal is queued in the same commit, the terminal gets 98.
 //! - **Terminal reversals** (0400/0401, F11 + F13 of the original): the original is found and
@@ -20,6 +21,7 @@ use openteller_crypto::{MacAlgorithm, PinBlockFormat};
 
 use crate::host::{HostError, HostLink};
 use crate::journal::{Answer, Begin, Journal, NewTxn, TxnRecord, TxnState};
+use crate::router::DEFAULT_BACKEND;
 use crate::security::{KeyUsage, SecurityModule};
 
 /// Response codes the engine itself answers with.
@@ -255,59 +257,25 @@ impl Engine {
         if terminal.is_empty() || pan.len() < 13 {
             return (self.reply(request, rc::FORMAT_ERROR), true);
         }
-        let id = match self
-            .begin(request, new_txn(request, stan, pcode, &pan))
-            .await
-        {
+        let txn = new_txn(request, stan, pcode, &pan);
+        // Everything that can refuse the request runs before it is journaled, so that the
+        // common path is one journal write (SENT) before the send and one (the answer) after.
+        let prepared = self.host_request(request, raw, &terminal, stan, &pan);
+        let (host_req, encoded) = match prepared {
+            Ok(ready) => ready,
+            // Refused before sending: RECEIVED, then DECLINED (a retransmission still finds
+            // its first answer through `begin`).
+            Err(code) => {
+                return match self.begin(request, txn).await {
+                    Ok(id) => (self.decline(request, id, code).await, true),
+                    Err(answer) => (answer, true),
+                };
+            }
+        };
+        let id = match self.begin_sent(request, txn, DEFAULT_BACKEND).await {
             Ok(id) => id,
             Err(answer) => return (answer, true),
         };
-        let decline =
-            |code: &'static str| async move { (self.decline(request, id, code).await, true) };
-        if !verify_mac(
-            &self.terminal_spec,
-            self.hsm.as_ref(),
-            &terminal_key(&terminal, "TAK"),
-            request,
-            raw,
-        ) {
-            tracing::warn!(terminal, stan, "terminal MAC check failed");
-            return decline(rc::MAC_ERROR).await;
-        }
-        // Build the host request: the same data elements, the PIN under the ZPK, a new MAC.
-        let mut host_req = request.clone();
-        host_req.remove(64);
-        host_req.remove(128);
-        if let Some(block) = request.get(52).and_then(FieldValue::as_bytes) {
-            match self.hsm.translate_pin(
-                &terminal_key(&terminal, "TPK"),
-                PinBlockFormat::Iso0,
-                block,
-                &self.zpk,
-                PinBlockFormat::Iso0,
-                &pan,
-            ) {
-                Ok(translated) => {
-                    host_req.set(52, FieldValue::Binary(translated.into()));
-                }
-                Err(e) => {
-                    tracing::warn!(terminal, stan, error = %e, "PIN translation failed");
-                    return decline(rc::SYSTEM).await;
-                }
-            }
-        }
-        let host_spec = self.host.spec();
-        let encoded = match encode_with_mac(host_spec, self.hsm.as_ref(), &self.zak, &mut host_req)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the host request");
-                return decline(rc::SYSTEM).await;
-            }
-        };
-        if !self.mark_sent(id).await {
-            return decline(rc::SYSTEM).await;
-        }
         match self
             .host
             .exchange(&host_req, &encoded, self.host_timeout)
@@ -315,6 +283,63 @@ impl Engine {
         {
             Ok(host_answer) => self.finish(request, id, host_answer).await,
             Err(e) => (self.not_answered(request, id, &e, None).await, true),
+        }
+    }
+
+    /// The host request of a terminal's financial request, MAC'd under the ZAK, with its
+    /// encoding: the terminal's MAC verified, the PIN block translated TPK → ZPK. `Err`: the
+    /// response code to decline with.
+    fn host_request(
+        &self,
+        request: &Message,
+        raw: &[u8],
+        terminal: &str,
+        stan: &str,
+        pan: &str,
+    ) -> Result<(Message, Vec<u8>), &'static str> {
+        if !verify_mac(
+            &self.terminal_spec,
+            self.hsm.as_ref(),
+            &terminal_key(terminal, "TAK"),
+            request,
+            raw,
+        ) {
+            tracing::warn!(terminal, stan, "terminal MAC check failed");
+            return Err(rc::MAC_ERROR);
+        }
+        // The same data elements, the PIN under the ZPK, a new MAC.
+        let mut host_req = request.clone();
+        host_req.remove(64);
+        host_req.remove(128);
+        if let Some(block) = request.get(52).and_then(FieldValue::as_bytes) {
+            match self.hsm.translate_pin(
+                &terminal_key(terminal, "TPK"),
+                PinBlockFormat::Iso0,
+                block,
+                &self.zpk,
+                PinBlockFormat::Iso0,
+                pan,
+            ) {
+                Ok(translated) => {
+                    host_req.set(52, FieldValue::Binary(translated.into()));
+                }
+                Err(e) => {
+                    tracing::warn!(terminal, stan, error = %e, "PIN translation failed");
+                    return Err(rc::SYSTEM);
+                }
+            }
+        }
+        match encode_with_mac(
+            self.host.spec(),
+            self.hsm.as_ref(),
+            &self.zak,
+            &mut host_req,
+        ) {
+            Ok(encoded) => Ok((host_req, encoded)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the host request");
+                Err(rc::SYSTEM)
+            }
         }
     }
 
@@ -332,6 +357,25 @@ impl Engine {
         }
     }
 
+    /// Journals a new request directly as SENT to `backend` (its message is ready and goes out
+    /// next), or answers like [`Engine::begin`]; a journal failure is 96 and nothing is sent.
+    pub(crate) async fn begin_sent(
+        &self,
+        request: &Message,
+        txn: NewTxn,
+        backend: &str,
+    ) -> Result<i64, Message> {
+        match self.journal.begin_sent(txn, backend).await {
+            Ok(Begin::New(id)) => Ok(id),
+            Ok(Begin::Existing(r)) => Err(self.replay(request, r).await),
+            Ok(Begin::Clash(_)) => Err(self.reply(request, rc::DUPLICATE)),
+            Err(e) => {
+                tracing::error!(error = %e, "journal unavailable before sending; request refused");
+                Err(self.reply(request, rc::SYSTEM))
+            }
+        }
+    }
+
     /// Declines journaled row `id` with `code` before anything was sent.
     pub(crate) async fn decline(&self, request: &Message, id: i64, code: &str) -> Message {
         let answer = self.reply(request, code);
@@ -342,22 +386,6 @@ impl Engine {
         };
         let _ = self.journal.transition(id, TxnState::Declined, a).await;
         answer
-    }
-
-    /// Journals row `id` as SENT, just before its bytes leave; false when the journal failed
-    /// (then nothing may be sent).
-    pub(crate) async fn mark_sent(&self, id: i64) -> bool {
-        match self
-            .journal
-            .transition(id, TxnState::Sent, Answer::default())
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "journal unavailable before sending; request refused");
-                false
-            }
-        }
     }
 
     /// A sent request got no answer: declined 91 when nothing left, else in doubt (98) with

@@ -1,7 +1,9 @@
 //! The durable transaction journal and reversal queue (SQLite by default, PostgreSQL by URL).
 //!
-//! Every financial request is written (`RECEIVED`) before anything is sent, moved to `SENT`
-//! before the bytes leave, and ends `APPROVED`, `DECLINED` or `IN_DOUBT`; an in-doubt or
+//! Every financial request is written before anything is sent: as `SENT` in one insert once
+//! the request to the host is ready ([`Journal::begin_sent`], the common path), or as
+//! `RECEIVED` ([`Journal::begin`]) and moved to `SENT` before the bytes leave. It ends
+//! `APPROVED`, `DECLINED` or `IN_DOUBT`; an in-doubt or
 //! reversed-by-terminal approval ends `REVERSED` once the host acknowledged the reversal.
 //! Writes go through one writer task that commits them in groups (group commit): callers wait
 //! for their own commit, many callers share one fsync.
@@ -173,10 +175,10 @@ pub struct Answer {
     pub response_json: Option<String>,
 }
 
-/// Result of [`Journal::begin`].
+/// Result of [`Journal::begin`] and [`Journal::begin_sent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
-    /// A new row in state RECEIVED.
+    /// A new row: in state RECEIVED ([`Journal::begin`]) or SENT ([`Journal::begin_sent`]).
     New(i64),
     /// The same request was seen before (retransmission).
     Existing(TxnRecord),
@@ -215,7 +217,12 @@ enum Op {
         backend: String,
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
-    Begin(NewTxn, oneshot::Sender<Result<Begin, JournalError>>),
+    Begin {
+        txn: NewTxn,
+        /// `Some(back end)`: the row starts SENT to it; `None`: RECEIVED (to `host`).
+        sent_to: Option<String>,
+        reply: oneshot::Sender<Result<Begin, JournalError>>,
+    },
     Transition(
         i64,
         TxnState,
@@ -314,9 +321,27 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Journals a request before it is processed, or finds its earlier copy.
+    /// Journals a request before it is processed (RECEIVED), or finds its earlier copy.
     pub async fn begin(&self, txn: NewTxn) -> Result<Begin, JournalError> {
-        self.call(|tx| Op::Begin(txn, tx)).await
+        self.call(|reply| Op::Begin {
+            txn,
+            sent_to: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Journals a request whose message to back end `backend` (`host` for the `[host]` link)
+    /// is ready, directly as SENT, or finds its earlier copy. One commit instead of
+    /// [`Journal::begin`] + SENT: the row is durable before the caller sends anything
+    /// (journal before send), and after a crash it is reversed like any SENT row.
+    pub async fn begin_sent(&self, txn: NewTxn, backend: &str) -> Result<Begin, JournalError> {
+        self.call(|reply| Op::Begin {
+            txn,
+            sent_to: Some(backend.to_owned()),
+            reply,
+        })
+        .await
     }
 
     /// Moves a row to `state` with its answer, if the state machine allows it.
@@ -605,13 +630,22 @@ async fn apply(tx: &mut Tx<'_>, op: Op) -> Result<Box<dyn FnOnce(bool) + Send>, 
     }
     let now = now_ms();
     Ok(match op {
-        Op::Begin(txn, reply) => {
+        Op::Begin {
+            txn,
+            sent_to,
+            reply,
+        } => {
             // The common case (a new request) is one statement; only a retransmission or a
             // clash needs the lookup.
+            let state = if sent_to.is_some() {
+                TxnState::Sent
+            } else {
+                TxnState::Received
+            };
             let inserted = sqlx::query(
                 "INSERT INTO txn_journal (terminal_id, stan, txn_date, mti, processing_code, amount_minor, currency, \
-                 pan_masked, request_digest, state, created_ms, updated_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'RECEIVED', $10, $10) \
+                 pan_masked, request_digest, state, backend, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
                  ON CONFLICT (terminal_id, stan, txn_date) DO NOTHING RETURNING id",
             )
             .bind(&txn.terminal_id)
@@ -623,6 +657,8 @@ async fn apply(tx: &mut Tx<'_>, op: Op) -> Result<Box<dyn FnOnce(bool) + Send>, 
             .bind(&txn.currency)
             .bind(&txn.pan_masked)
             .bind(&txn.request_digest)
+            .bind(state.as_str())
+            .bind(sent_to.as_deref().unwrap_or(crate::router::DEFAULT_BACKEND))
             .bind(now)
             .fetch_optional(&mut **tx)
             .await?;

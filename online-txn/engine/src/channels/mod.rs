@@ -915,115 +915,54 @@ impl Hub {
         let pcode = text(&request, 3).unwrap_or_default().to_owned();
         let pan = pan_of(&request).unwrap_or_default();
         let engine = &self.engine;
-        let id = match engine
-            .begin(&request, new_txn(&request, &stan, &pcode, &pan))
-            .await
-        {
-            Ok(id) => id,
-            Err(answer) => return Ok(answer),
-        };
-        let Some(backend) = self
+        let txn = new_txn(&request, &stan, &pcode, &pan);
+        // Everything that can refuse the request runs before it is journaled: the common path
+        // is one journal write (SENT, with its back end) before the send, one after.
+        let backend = self
             .router
             .route(name, &request.mti, &pcode)
             .and_then(|b| self.backends.get(b))
-            .cloned()
-        else {
-            return Ok(self
-                .declined(ch, &request, id, rc::INVALID_TXN, "no route")
-                .await);
-        };
-        if !ch.allowed(&pcode) {
-            return Ok(self
-                .declined(
-                    ch,
-                    &request,
-                    id,
-                    rc::INVALID_TXN,
-                    "processing code not allowed",
-                )
-                .await);
-        }
-        let block = request
-            .get(52)
-            .and_then(FieldValue::as_bytes)
-            .map(<[u8]>::to_vec);
-        match block {
-            None if !ch.pinless(&pcode) => {
-                return Ok(self
-                    .declined(
-                        ch,
-                        &request,
-                        id,
-                        PIN_REQUIRED,
-                        "no PIN block (not a pinless code)",
-                    )
-                    .await);
-            }
-            None => {}
-            Some(block) => {
-                let (Some(from), Some(to)) = (&ch.config.pin_key, &backend.zpk) else {
-                    return Ok(self
-                        .declined(
-                            ch,
-                            &request,
-                            id,
-                            rc::INVALID_TXN,
-                            "PIN block but no pin_key/zpk",
-                        )
-                        .await);
-                };
-                match engine.hsm.translate_pin(
-                    from,
-                    PinBlockFormat::Iso0,
-                    &block,
-                    to,
-                    PinBlockFormat::Iso0,
-                    &pan,
-                ) {
-                    Ok(t) => {
-                        request.set(52, FieldValue::Binary(t.into()));
+            .cloned();
+        let checked = match &backend {
+            None => Err((rc::INVALID_TXN, "no route")),
+            Some(_) if !ch.allowed(&pcode) => Err((rc::INVALID_TXN, "processing code not allowed")),
+            Some(backend) => self
+                .translate_pin(ch, backend, &mut request, &pcode, &pan)
+                .and_then(|()| {
+                    let admission = backend
+                        .breaker
+                        .admit()
+                        .map_err(|_| (rc::HOST_DOWN, "circuit breaker open"))?;
+                    match backend.prepare(engine.hsm.as_ref(), &request) {
+                        Ok(prepared) => Ok((backend, admission, prepared)),
+                        Err(e) => {
+                            tracing::error!(channel = name, backend = %backend.name, error = %e, "cannot build the back end request");
+                            Err((rc::SYSTEM, "cannot build the request"))
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(channel = name, stan, error = %e, "PIN translation failed");
-                        return Ok(self
-                            .declined(ch, &request, id, rc::SYSTEM, "PIN translation failed")
-                            .await);
-                    }
-                }
-            }
-        }
-        // The reply must not echo the translated block: the answer is built from `request`,
-        // which `reply` copies without F52.
-        let Ok(admission) = backend.breaker.admit() else {
-            return Ok(self
-                .declined(ch, &request, id, rc::HOST_DOWN, "circuit breaker open")
-                .await);
+                }),
         };
-        let prepared = match backend.prepare(engine.hsm.as_ref(), &request) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(channel = name, backend = %backend.name, error = %e, "cannot build the back end request");
+        let (backend, admission, prepared) = match checked {
+            Ok(ready) => ready,
+            // Refused before sending: RECEIVED, then DECLINED (a retransmission still finds
+            // its first answer through `begin`).
+            Err((code, why)) => {
+                return Ok(match engine.begin(&request, txn).await {
+                    Ok(id) => self.declined(ch, &request, id, code, why).await,
+                    Err(answer) => answer,
+                });
+            }
+        };
+        let id = match engine.begin_sent(&request, txn, &backend.name).await {
+            Ok(id) => id,
+            // A retransmission (stored answer), a clash (94) or no journal (96): nothing is
+            // sent. Were this admission the half-open probe, dropping it counts as a failed
+            // probe (one more cooldown), as for any probe that was not sent.
+            Err(answer) => {
                 drop(admission);
-                return Ok(self
-                    .declined(ch, &request, id, rc::SYSTEM, "cannot build the request")
-                    .await);
+                return Ok(answer);
             }
         };
-        if !backend.is_default()
-            && let Err(e) = engine.journal.set_backend(id, &backend.name).await
-        {
-            tracing::error!(error = %e, "journal unavailable before sending; request refused");
-            drop(admission);
-            return Ok(self
-                .declined(ch, &request, id, rc::SYSTEM, "journal unavailable")
-                .await);
-        }
-        if !engine.mark_sent(id).await {
-            drop(admission);
-            return Ok(self
-                .declined(ch, &request, id, rc::SYSTEM, "journal unavailable")
-                .await);
-        }
         let timeout = ch.config.timeout_ms.map_or(backend.timeout, |t| {
             backend.timeout.min(Duration::from_millis(t))
         });
@@ -1040,6 +979,50 @@ impl Hub {
                 engine.not_answered(&request, id, &e, own).await
             }
         })
+    }
+
+    /// Translates the request's PIN block (F52) from the channel's PIN key to `backend`'s ZPK
+    /// in place; a request without one must have a pinless processing code. `Err`: the
+    /// response code to decline with and why.
+    fn translate_pin(
+        &self,
+        ch: &Channel,
+        backend: &Backend,
+        request: &mut Message,
+        pcode: &str,
+        pan: &str,
+    ) -> Result<(), (&'static str, &'static str)> {
+        let Some(block) = request
+            .get(52)
+            .and_then(FieldValue::as_bytes)
+            .map(<[u8]>::to_vec)
+        else {
+            return if ch.pinless(pcode) {
+                Ok(())
+            } else {
+                Err((PIN_REQUIRED, "no PIN block (not a pinless code)"))
+            };
+        };
+        let (Some(from), Some(to)) = (&ch.config.pin_key, &backend.zpk) else {
+            return Err((rc::INVALID_TXN, "PIN block but no pin_key/zpk"));
+        };
+        match self.engine.hsm.translate_pin(
+            from,
+            PinBlockFormat::Iso0,
+            &block,
+            to,
+            PinBlockFormat::Iso0,
+            pan,
+        ) {
+            Ok(t) => {
+                request.set(52, FieldValue::Binary(t.into()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(channel = %ch.config.name, stan = text(request, 11).unwrap_or_default(), error = %e, "PIN translation failed");
+                Err((rc::SYSTEM, "PIN translation failed"))
+            }
+        }
     }
 
     async fn declined(
