@@ -59,6 +59,44 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
+impl<'a> Change<'a> {
+    /// A change of `action` to the `target_type` object `target_id`, with nothing before or
+    /// after yet.
+    pub fn new(action: &'a str, target_type: &'a str, target_id: impl ToString) -> Change<'a> {
+        Change {
+            action,
+            target_type,
+            target_id: Some(target_id.to_string()),
+            before: None,
+            after: None,
+        }
+    }
+
+    /// The object before the change.
+    pub fn before(mut self, object: &impl Serialize) -> Change<'a> {
+        self.before = serde_json::to_value(object).ok();
+        self
+    }
+
+    /// The object after the change.
+    pub fn after(mut self, object: &impl Serialize) -> Change<'a> {
+        self.after = serde_json::to_value(object).ok();
+        self
+    }
+}
+
+/// Records `change`, made by the caller of `ctx`, in `tx` and commits: the mutation and its
+/// audit record land together or not at all.
+pub async fn commit(
+    ctx: &Ctx,
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    change: Change<'_>,
+) -> ApiResult<()> {
+    record(&mut tx, &ctx.app, &Actor::from(ctx), change).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Keys whose values never reach the audit log.
 const SECRET_KEYS: [&str; 5] = ["password", "token", "secret", "hash", "oldpassword"];
 

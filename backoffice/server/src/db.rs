@@ -6,12 +6,14 @@ use sqlx::any::{AnyArguments, AnyPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Row};
 
+/// The platform schema is the same SQL on both databases; the audit table differs (partitions).
+const PLATFORM: &str = include_str!("../migrations/shared/0001_platform.sql");
 const SQLITE_MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_platform.sql"),
+    PLATFORM,
     include_str!("../migrations/sqlite/0002_audit.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/postgres/0001_platform.sql"),
+    PLATFORM,
     include_str!("../migrations/postgres/0002_audit.sql"),
 ];
 

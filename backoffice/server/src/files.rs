@@ -10,12 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::db::Where;
 use crate::error::{ApiError, ApiResult, Code};
@@ -178,20 +177,12 @@ async fn upload(ctx: Ctx, mut form: Multipart) -> ApiResult<Response> {
         .fetch_one(&mut *tx)
         .await?;
     let created = info(&r)?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "file.upload",
-            target_type: "file",
-            target_id: Some(created.id.clone()),
-            before: None,
-            after: Some(json!(created)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("file.upload", "file", &created.id).after(&created),
     )
     .await?;
-    tx.commit().await?;
     ok(created)
 }
 
@@ -271,20 +262,12 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(path_id(&before.id)?)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "file.delete",
-            target_type: "file",
-            target_id: Some(before.id.clone()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("file.delete", "file", &before.id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     // The row is gone first: a failure here leaves an unreachable object, never a dangling row.
     if let Err(e) = ctx.app.objects.delete(&before.object_key).await {
         tracing::warn!(error = %e, key = %before.object_key, "object left behind");

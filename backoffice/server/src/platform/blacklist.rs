@@ -8,14 +8,13 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::dictionary::paged;
 use super::text;
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::db::{Arg, Where};
 use crate::error::{ApiError, ApiResult};
@@ -102,20 +101,12 @@ async fn create(ctx: Ctx, Body(b): Body<Input>) -> ApiResult<Response> {
         .fetch_one(&mut *tx)
         .await?;
     let after = entry(&r)?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "blacklist.create",
-            target_type: "blacklist",
-            target_id: Some(after.id.clone()),
-            before: None,
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("blacklist.create", "blacklist", &after.id).after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -133,19 +124,11 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "blacklist.delete",
-            target_type: "blacklist",
-            target_id: Some(before.id.clone()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("blacklist.delete", "blacklist", &before.id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     ok(())
 }

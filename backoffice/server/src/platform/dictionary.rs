@@ -9,13 +9,12 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{code, text};
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::db::{Arg, Where, like_escape};
 use crate::error::{ApiError, ApiResult};
@@ -150,20 +149,12 @@ async fn create_dict(ctx: Ctx, Body(b): Body<DictInput>) -> ApiResult<Response> 
     .execute(&mut *tx)
     .await?;
     let after = load_dict(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "dict.create",
-            target_type: "dict",
-            target_id: Some(after.id.clone()),
-            before: None,
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("dict.create", "dict", &after.id).after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -188,20 +179,14 @@ async fn update_dict(
     .execute(&mut *tx)
     .await?;
     let after = load_dict(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "dict.update",
-            target_type: "dict",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("dict.update", "dict", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -214,20 +199,12 @@ async fn remove_dict(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "dict.delete",
-            target_type: "dict",
-            target_id: Some(before.id.clone()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("dict.delete", "dict", &before.id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     ok(())
 }
 
@@ -330,20 +307,12 @@ async fn create_i18n(ctx: Ctx, Body(b): Body<I18nInput>) -> ApiResult<Response> 
         .execute(&mut *tx)
         .await?;
     let after = load_i18n(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "i18n.create",
-            target_type: "i18n",
-            target_id: Some(after.id.clone()),
-            before: None,
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("i18n.create", "i18n", &after.id).after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -365,20 +334,14 @@ async fn update_i18n(
         .execute(&mut *tx)
         .await?;
     let after = load_i18n(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "i18n.update",
-            target_type: "i18n",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("i18n.update", "i18n", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -391,19 +354,11 @@ async fn remove_i18n(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "i18n.delete",
-            target_type: "i18n",
-            target_id: Some(before.id.clone()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("i18n.delete", "i18n", &before.id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     ok(())
 }

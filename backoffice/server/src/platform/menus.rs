@@ -6,13 +6,12 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{code, parse_id, text};
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, ok, path_id};
@@ -196,20 +195,12 @@ async fn create(ctx: Ctx, Body(b): Body<MenuInput>) -> ApiResult<Response> {
     .execute(&mut *tx)
     .await?;
     let created = load(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "menu.create",
-            target_type: "menu",
-            target_id: Some(created.id.clone()),
-            before: None,
-            after: Some(json!(created)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("menu.create", "menu", &created.id).after(&created),
     )
     .await?;
-    tx.commit().await?;
     ok(created)
 }
 
@@ -241,20 +232,14 @@ async fn update(ctx: Ctx, Path(id): Path<String>, Body(b): Body<MenuInput>) -> A
     .execute(&mut *tx)
     .await?;
     let after = load(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "menu.update",
-            target_type: "menu",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("menu.update", "menu", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -278,19 +263,11 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "menu.delete",
-            target_type: "menu",
-            target_id: Some(id.to_string()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("menu.delete", "menu", id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     ok(())
 }

@@ -6,13 +6,12 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, put};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{code, parse_id, text};
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::{Ctx, bump_epoch};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Body, ok, path_id};
@@ -155,20 +154,12 @@ async fn create(ctx: Ctx, Body(b): Body<NewOrg>) -> ApiResult<Response> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "org.create",
-            target_type: "org",
-            target_id: Some(created.id.clone()),
-            before: None,
-            after: Some(json!(created)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("org.create", "org", &created.id).after(&created),
     )
     .await?;
-    tx.commit().await?;
     ok(created)
 }
 
@@ -201,20 +192,14 @@ async fn update(ctx: Ctx, Path(id): Path<String>, Body(b): Body<OrgEdit>) -> Api
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "org.update",
-            target_type: "org",
-            target_id: Some(id.to_string()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("org.update", "org", id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     ok(after)
 }
 
@@ -246,20 +231,12 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "org.delete",
-            target_type: "org",
-            target_id: Some(id.to_string()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("org.delete", "org", id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(())
 }

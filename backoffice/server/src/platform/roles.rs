@@ -7,12 +7,11 @@ use axum::extract::Path;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::{AnyConnection, Row};
 
 use super::{code, parse_id, text};
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::{Ctx, Scope, bump_epoch};
 use crate::catalogue::{PERMISSIONS, permission};
 use crate::db::{Arg, Where};
@@ -291,20 +290,12 @@ async fn create(ctx: Ctx, Body(b): Body<RoleInput>) -> ApiResult<Response> {
     let created = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("role"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "role.create",
-            target_type: "role",
-            target_id: Some(created.id.clone()),
-            before: None,
-            after: Some(json!(created)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("role.create", "role", &created.id).after(&created),
     )
     .await?;
-    tx.commit().await?;
     ok(created)
 }
 
@@ -353,20 +344,14 @@ async fn update(ctx: Ctx, Path(id): Path<String>, Body(b): Body<RoleInput>) -> A
     let after = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("role"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "role.update",
-            target_type: "role",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("role.update", "role", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(after)
 }
@@ -409,24 +394,19 @@ async fn review(ctx: Ctx, Path(id): Path<String>, Body(b): Body<Review>) -> ApiR
     let after = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("role"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: if b.approve {
-                "role.approve"
-            } else {
-                "role.reject"
-            },
-            target_type: "role",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    let action = if b.approve {
+        "role.approve"
+    } else {
+        "role.reject"
+    };
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new(action, "role", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(after)
 }
@@ -451,20 +431,12 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "role.delete",
-            target_type: "role",
-            target_id: Some(id.to_string()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("role.delete", "role", id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(())
 }

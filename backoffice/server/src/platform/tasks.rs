@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::dictionary::paged;
 use super::text;
 use crate::app::AppState;
-use crate::audit::{self, Actor, Change};
+use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::db::{Arg, Where};
 use crate::error::{ApiError, ApiResult};
@@ -250,20 +250,12 @@ async fn create(ctx: Ctx, Body(b): Body<Input>) -> ApiResult<Response> {
     .execute(&mut *tx)
     .await?;
     let after = load(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "task.create",
-            target_type: "task",
-            target_id: Some(after.id.clone()),
-            before: None,
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("task.create", "task", &after.id).after(&after),
     )
     .await?;
-    tx.commit().await?;
     announce(&ctx.app).await;
     ok(after)
 }
@@ -288,20 +280,14 @@ async fn update(ctx: Ctx, Path(id): Path<String>, Body(b): Body<Input>) -> ApiRe
     .execute(&mut *tx)
     .await?;
     let after = load(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "task.update",
-            target_type: "task",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("task.update", "task", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     announce(&ctx.app).await;
     ok(after)
 }
@@ -317,20 +303,12 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "task.delete",
-            target_type: "task",
-            target_id: Some(before.id.clone()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("task.delete", "task", &before.id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     announce(&ctx.app).await;
     ok(())
 }
@@ -342,21 +320,8 @@ async fn run_now(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     let t = load(&mut conn, id).await?;
     drop(conn);
     let run = execute(&ctx.app, id, &t.action, "manual").await?;
-    let mut tx = ctx.app.db.pool().begin().await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "task.run",
-            target_type: "task",
-            target_id: Some(t.id.clone()),
-            before: None,
-            after: Some(json!(run)),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    let tx = ctx.app.db.pool().begin().await?;
+    audit::commit(&ctx, tx, Change::new("task.run", "task", &t.id).after(&run)).await?;
     ok(run)
 }
 

@@ -385,20 +385,12 @@ async fn create(ctx: Ctx, Body(b): Body<NewUser>) -> ApiResult<Response> {
     let created = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "user.create",
-            target_type: "user",
-            target_id: Some(created.id.clone()),
-            before: None,
-            after: Some(json!(created)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("user.create", "user", &created.id).after(&created),
     )
     .await?;
-    tx.commit().await?;
     ok(created)
 }
 
@@ -443,20 +435,14 @@ async fn update(ctx: Ctx, Path(id): Path<String>, Body(b): Body<UserEdit>) -> Ap
     let after = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "user.update",
-            target_type: "user",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("user.update", "user", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(after)
 }
@@ -482,20 +468,12 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "user.delete",
-            target_type: "user",
-            target_id: Some(id.to_string()),
-            before: Some(json!(before)),
-            after: None,
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("user.delete", "user", id).before(&before),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(())
 }
@@ -521,20 +499,14 @@ async fn unlock(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     let after = load(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "user.unlock",
-            target_type: "user",
-            target_id: Some(after.id.clone()),
-            before: Some(json!(before)),
-            after: Some(json!(after)),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("user.unlock", "user", &after.id)
+            .before(&before)
+            .after(&after),
     )
     .await?;
-    tx.commit().await?;
     bump_epoch(&ctx.app).await?;
     ok(after)
 }
@@ -562,20 +534,12 @@ async fn reset_password(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(&ctx),
-        Change {
-            action: "user.reset-password",
-            target_type: "user",
-            target_id: Some(id.to_string()),
-            before: None,
-            after: Some(json!({"password": "changed"})),
-        },
+    audit::commit(
+        &ctx,
+        tx,
+        Change::new("user.reset-password", "user", id).after(&json!({"password": "changed"})),
     )
     .await?;
-    tx.commit().await?;
     ok(())
 }
 
@@ -600,20 +564,13 @@ pub(crate) async fn change_own_password(ctx: &Ctx, old: &str, new: &str) -> ApiR
         .bind(ctx.principal.user_id)
         .execute(&mut *tx)
         .await?;
-    audit::record(
-        &mut tx,
-        &ctx.app,
-        &Actor::from(ctx),
-        Change {
-            action: "user.change-password",
-            target_type: "user",
-            target_id: Some(ctx.principal.user_id.to_string()),
-            before: None,
-            after: Some(json!({"password": "changed"})),
-        },
+    audit::commit(
+        ctx,
+        tx,
+        Change::new("user.change-password", "user", ctx.principal.user_id)
+            .after(&json!({"password": "changed"})),
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
