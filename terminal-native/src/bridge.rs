@@ -134,6 +134,35 @@ struct CancelParams {
     request_id: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct InquiryParams {
+    #[serde(default = "pinpad")]
+    pin_block_from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WithdrawalParams {
+    amount: u64,
+    currency: String,
+    #[serde(default = "pinpad")]
+    pin_block_from: String,
+}
+
+fn pinpad() -> String {
+    "pinpad".into()
+}
+
+/// The PIN block can only come from the EPP (the PIN entered with `PinPad.GetPin`).
+fn check_pin_source(source: &str) -> Result<(), BridgeError> {
+    if source == "pinpad" {
+        Ok(())
+    } else {
+        Err(invalid("pinBlockFrom must be \"pinpad\""))
+    }
+}
+
 static NEXT_PAGE: AtomicU64 = AtomicU64::new(1);
 
 /// One page's bridge.
@@ -318,6 +347,37 @@ async fn dispatch(
             let NoParams {} = params(p)?;
             Ok(json!(terminal.status()))
         }
+        "txn.signOn" | "txn.inquiry" | "txn.withdrawal" => {
+            let client = terminal.txn().ok_or_else(|| {
+                BridgeError::new(
+                    "NOT_CONFIGURED",
+                    "no transaction client: [online] is not configured",
+                )
+            })?;
+            let outcome = match method {
+                "txn.signOn" => {
+                    let NoParams {} = params(p)?;
+                    client.sign_on(terminal).await
+                }
+                "txn.inquiry" => {
+                    let InquiryParams { pin_block_from } = params(p)?;
+                    check_pin_source(&pin_block_from)?;
+                    client.inquiry(terminal).await
+                }
+                _ => {
+                    let WithdrawalParams {
+                        amount,
+                        currency,
+                        pin_block_from,
+                    } = params(p)?;
+                    check_pin_source(&pin_block_from)?;
+                    client.withdrawal(terminal, amount, &currency).await
+                }
+            };
+            outcome
+                .map(|o| json!(o))
+                .map_err(|e| BridgeError::new(e.code(), e.to_string()))
+        }
         other => Err(BridgeError::new(
             "UNKNOWN_METHOD",
             format!("no method {other:?}"),
@@ -368,6 +428,18 @@ async fn execute(
             class_name(class)
         ))
     })?;
+    if matches!(
+        name,
+        "PinPad.ImportKey"
+            | "PinPad.ImportKeyComponents"
+            | "PinPad.DeleteKey"
+            | "PinPad.GenerateMac"
+    ) {
+        return Err(BridgeError::new(
+            "FORBIDDEN",
+            format!("{name} is reserved to the host's transaction client and the key ceremony"),
+        ));
+    }
     let request_id = p.request_id.unwrap_or(generated_id);
     check_request_id(&request_id)?;
     command.request_id = request_id.clone();

@@ -71,6 +71,7 @@ struct RawConfig {
     #[serde(default)]
     devices: BTreeMap<String, RawDevice>,
     keeper: Option<RawKeeper>,
+    online: Option<RawOnline>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +109,49 @@ struct RawKeeper {
     heartbeat_interval_ms: u64,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnline {
+    address: String,
+    pinpad: String,
+    #[serde(default = "default_merchant")]
+    merchant_id: String,
+    #[serde(default = "default_tmk")]
+    tmk_key: String,
+    #[serde(default = "default_tpk")]
+    tpk_key: String,
+    #[serde(default = "default_tak")]
+    tak_key: String,
+    #[serde(default = "default_connect_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_response_ms")]
+    response_timeout_ms: u64,
+    #[serde(default = "default_device_ms")]
+    device_timeout_ms: u64,
+}
+
+fn default_merchant() -> String {
+    "OPENTELLER00001".into()
+}
+fn default_tmk() -> String {
+    "TMK".into()
+}
+fn default_tpk() -> String {
+    "TPK".into()
+}
+fn default_tak() -> String {
+    "TAK".into()
+}
+fn default_connect_ms() -> u64 {
+    3000
+}
+fn default_response_ms() -> u64 {
+    30_000
+}
+fn default_device_ms() -> u64 {
+    10_000
+}
+
 fn default_process() -> String {
     "native".into()
 }
@@ -140,6 +184,29 @@ pub struct KeeperSpec {
     pub interval: Duration,
 }
 
+/// The transaction client's link to online-txn and the EPP's key names.
+#[derive(Debug, Clone)]
+pub struct OnlineSpec {
+    /// online-txn's terminal front, `HOST:PORT`.
+    pub address: String,
+    /// F42, at most 15 characters (padded with spaces).
+    pub merchant_id: String,
+    /// The configured PinPad device (the EPP) that holds the keys.
+    pub pinpad: String,
+    /// The terminal master key's name in the EPP (loaded by the key ceremony).
+    pub tmk_key: String,
+    /// The PIN key's name in the EPP (imported at sign-on).
+    pub tpk_key: String,
+    /// The MAC key's name in the EPP (imported at sign-on).
+    pub tak_key: String,
+    /// To open the connection.
+    pub connect_timeout: Duration,
+    /// For an answer.
+    pub response_timeout: Duration,
+    /// For each EPP command (PIN block, MAC, key import).
+    pub device_timeout: Duration,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -159,6 +226,8 @@ pub struct Settings {
     pub devices: Vec<DeviceSpec>,
     /// Heartbeats to the keeper, if configured.
     pub keeper: Option<KeeperSpec>,
+    /// The transaction client, if configured.
+    pub online: Option<OnlineSpec>,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -300,6 +369,64 @@ impl Settings {
                 })
             }
         };
+        let online = match raw.online {
+            None => None,
+            Some(o) => {
+                if id.len() != 8 {
+                    return Err(invalid(
+                        "with [online], terminal_id is F41 and must be exactly 8 characters",
+                    ));
+                }
+                if o.address.trim().is_empty() || !o.address.contains(':') {
+                    return Err(invalid("online.address must be HOST:PORT"));
+                }
+                match devices.iter().find(|d| d.name == o.pinpad) {
+                    Some(d) if d.class == DeviceClass::PinPad => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "online.pinpad {:?} must name a configured PinPad device",
+                            o.pinpad
+                        )));
+                    }
+                }
+                if o.merchant_id.is_empty() || o.merchant_id.len() > 15 || !o.merchant_id.is_ascii()
+                {
+                    return Err(invalid("online.merchant_id must be 1-15 ASCII characters"));
+                }
+                for (what, k) in [
+                    ("tmk_key", &o.tmk_key),
+                    ("tpk_key", &o.tpk_key),
+                    ("tak_key", &o.tak_key),
+                ] {
+                    if k.is_empty() || k.len() > 64 {
+                        return Err(invalid(format!("online.{what} must be 1-64 characters")));
+                    }
+                }
+                if o.tmk_key == o.tpk_key || o.tmk_key == o.tak_key || o.tpk_key == o.tak_key {
+                    return Err(invalid("online key names must differ"));
+                }
+                for (what, ms) in [
+                    ("connect_timeout_ms", o.connect_timeout_ms),
+                    ("response_timeout_ms", o.response_timeout_ms),
+                    ("device_timeout_ms", o.device_timeout_ms),
+                ] {
+                    if !(100..=300_000).contains(&ms) {
+                        return Err(invalid(format!("online.{what} must be 100..=300000")));
+                    }
+                }
+                Some(OnlineSpec {
+                    address: o.address,
+                    merchant_id: o.merchant_id,
+                    pinpad: o.pinpad,
+                    tmk_key: o.tmk_key,
+                    tpk_key: o.tpk_key,
+                    tak_key: o.tak_key,
+                    connect_timeout: Duration::from_millis(o.connect_timeout_ms),
+                    response_timeout: Duration::from_millis(o.response_timeout_ms),
+                    device_timeout: Duration::from_millis(o.device_timeout_ms),
+                })
+            }
+        };
         Ok(Settings {
             terminal_id: id.to_owned(),
             business_package: raw.business_package,
@@ -309,6 +436,7 @@ impl Settings {
             max_pin_attempts,
             devices,
             keeper,
+            online,
         })
     }
 }
@@ -349,6 +477,22 @@ mod tests {
             base("[rules]\nmax_pin_attempts = 0\n"),
             base("").replace("127.0.0.1:0", "0.0.0.0:80"),
             base("").replace("T1", "bad id"),
+            base("[online]\naddress = \"127.0.0.1:5800\"\npinpad = \"pin\"\n"),
+        ] {
+            assert!(Settings::parse(&bad).is_err(), "accepted: {bad}");
+        }
+        let pin = "[devices.pin]\nclass = \"PinPad\"\nendpoint = \"unix:/tmp/pin.sock\"\n";
+        let ok = base(&format!(
+            "{pin}[online]\naddress = \"127.0.0.1:5800\"\npinpad = \"pin\"\n"
+        ))
+        .replace("\"T1\"", "\"T0000001\"");
+        let s = Settings::parse(&ok).unwrap();
+        assert_eq!(s.online.unwrap().tpk_key, "TPK");
+        for bad in [
+            ok.replace("pinpad = \"pin\"", "pinpad = \"idc\""),
+            ok.replace("T0000001", "T1"),
+            format!("{ok}response_timeout_ms = 1\n"),
+            format!("{ok}tpk_key = \"TMK\"\n"),
         ] {
             assert!(Settings::parse(&bad).is_err(), "accepted: {bad}");
         }

@@ -21,6 +21,7 @@ mod keeper;
 pub mod rules;
 pub mod server;
 pub mod state;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ use crate::devices::{DeviceManager, DeviceView, Health, Outlets};
 use crate::journal::EJournal;
 use crate::rules::{Gate, SessionView};
 use crate::state::TxnTable;
+use crate::txn::TxnClient;
 
 /// Exit code: stopped cleanly.
 pub const EXIT_OK: i32 = 0;
@@ -58,6 +60,9 @@ pub enum RunError {
     /// The transaction state is unusable.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// The transaction client could not be created.
+    #[error("transaction client: {0}")]
+    Txn(String),
     /// A device client could not be created.
     #[error(transparent)]
     Device(#[from] devices::DeviceError),
@@ -79,7 +84,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Journal(_) | RunError::State(_) => EXIT_STATE,
-            RunError::Device(_) => EXIT_USAGE,
+            RunError::Device(_) | RunError::Txn(_) => EXIT_USAGE,
             RunError::Bind { .. } => EXIT_UNAVAILABLE,
             RunError::Serve(_) => EXIT_FAILURE,
         }
@@ -128,6 +133,7 @@ pub struct Terminal {
     settings: Settings,
     devices: DeviceManager,
     gate: Gate,
+    txn: Option<TxnClient>,
     events: broadcast::Sender<String>,
     service: Mutex<Service>,
     changed: Arc<Notify>,
@@ -167,10 +173,18 @@ impl Terminal {
                 journal,
             },
         )?;
+        let txn = match &settings.online {
+            Some(o) => Some(
+                TxnClient::new(o.clone(), &settings.terminal_id, settings.state_dir.clone())
+                    .map_err(RunError::Txn)?,
+            ),
+            None => None,
+        };
         let terminal = Arc::new(Terminal {
             settings,
             devices,
             gate,
+            txn,
             events,
             service: Mutex::new(Service::default()),
             changed,
@@ -209,6 +223,11 @@ impl Terminal {
     /// The safety gate (and through it the state table and the journal).
     pub fn gate(&self) -> &Gate {
         &self.gate
+    }
+
+    /// The transaction client, when `[online]` is configured.
+    pub fn txn(&self) -> Option<&TxnClient> {
+        self.txn.as_ref()
     }
 
     /// Terminal-wide page events.

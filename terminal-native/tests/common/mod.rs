@@ -45,6 +45,68 @@ pub fn driver_proxy() -> PathBuf {
     binary
 }
 
+/// A binary of another workspace package next to `terminal-native`, built when missing.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let native = PathBuf::from(env!("CARGO_BIN_EXE_terminal-native"));
+    let profile_dir = native.parent().expect("target/<profile>").to_path_buf();
+    let binary = profile_dir.join(name);
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !binary.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "-p", package, "--bin", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cargo.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    binary
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a server and reads its first stdout line (`... listening: name=ADDR ...`).
+pub fn spawn_listening(mut cmd: Command, log: &Path) -> (Proc, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(
+        !line.is_empty(),
+        "server did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (Proc(child), line)
+}
+
+/// The value after `key` in a listening line.
+pub fn word<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
 /// A virtual device served by a real driver-proxy.
 pub struct Proxy {
     child: Option<Child>,
@@ -126,6 +188,25 @@ impl Proxy {
             .await
             .expect("simulator call")
             .into_inner()
+    }
+
+    /// One command straight at the proxy (what a key ceremony tool does), bypassing the host.
+    pub async fn execute(
+        &self,
+        command: openteller_proto::device::v1::Command,
+    ) -> openteller_proto::device::v1::CommandCompletion {
+        use openteller_proto::device::v1::command_reply::Reply;
+        let mut stream = DeviceClient::new(self.channel())
+            .execute(command)
+            .await
+            .expect("execute")
+            .into_inner();
+        while let Some(r) = stream.message().await.expect("stream") {
+            if let Some(Reply::Completion(c)) = r.reply {
+                return c;
+            }
+        }
+        panic!("no completion");
     }
 
     pub fn kill9(&mut self) {
