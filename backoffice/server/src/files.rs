@@ -20,7 +20,7 @@ use crate::db::Where;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::http::{QueryMap, ok, path_id};
 use crate::ids::{now_ms, rfc3339};
-use crate::platform::dictionary::paged;
+use crate::platform::rows::{by_id, paged};
 
 /// Extensions accepted, with the content type they are served as.
 const TYPES: [(&str, &str); 7] = [
@@ -172,11 +172,7 @@ async fn upload(ctx: Ctx, mut form: Multipart) -> ApiResult<Response> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let r = sqlx::query("SELECT * FROM files WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let created = info(&r)?;
+    let created = by_id(&mut tx, "files", id, "file", info).await?;
     audit::commit(
         &ctx,
         tx,
@@ -202,12 +198,8 @@ async fn list(ctx: Ctx, mut q: QueryMap) -> ApiResult<Response> {
 }
 
 async fn load(ctx: &Ctx, id: i64) -> ApiResult<FileInfo> {
-    let r = sqlx::query("SELECT * FROM files WHERE id = $1")
-        .bind(id)
-        .fetch_optional(ctx.app.db.pool())
-        .await?
-        .ok_or_else(|| ApiError::not_found("file"))?;
-    Ok(info(&r)?)
+    let mut conn = ctx.app.db.pool().acquire().await?;
+    by_id(&mut conn, "files", id, "file", info).await
 }
 
 async fn download(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {

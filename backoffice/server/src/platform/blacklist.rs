@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::dictionary::paged;
+use super::rows::{by_id, paged};
 use super::text;
 use crate::app::AppState;
 use crate::audit::{self, Change};
@@ -96,11 +96,7 @@ async fn create(ctx: Ctx, Body(b): Body<Input>) -> ApiResult<Response> {
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    let r = sqlx::query("SELECT * FROM blacklist WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let after = entry(&r)?;
+    let after = by_id(&mut tx, "blacklist", id, "blacklist entry", entry).await?;
     audit::commit(
         &ctx,
         tx,
@@ -114,12 +110,7 @@ async fn remove(ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
     ctx.require("platform:blacklist:delete").await?;
     let id = path_id(&id)?;
     let mut tx = ctx.app.db.pool().begin().await?;
-    let r = sqlx::query("SELECT * FROM blacklist WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("blacklist entry"))?;
-    let before = entry(&r)?;
+    let before = by_id(&mut tx, "blacklist", id, "blacklist entry", entry).await?;
     sqlx::query("DELETE FROM blacklist WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::rows::{by_id, paged};
 use super::{code, text};
 use crate::app::AppState;
 use crate::audit::{self, Change};
 use crate::auth::Ctx;
 use crate::db::{Arg, Where, like_escape};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Body, PageRequest, QueryMap, ok, path_id};
+use crate::http::{Body, QueryMap, ok, path_id};
 
 /// The console's languages.
 pub const LOCALES: [&str; 2] = ["zh-CN", "en"];
@@ -36,41 +37,6 @@ pub(crate) fn routes() -> Router<AppState> {
             put(update_i18n).delete(remove_i18n),
         )
         .route("/api/v2/i18n/{locale}", get(bundle))
-}
-
-/// Runs a paged `SELECT *` over `table` with `w`, ordered by `order`.
-pub(crate) async fn paged<T: Serialize>(
-    ctx: &Ctx,
-    page: PageRequest,
-    table: &str,
-    w: Where,
-    order: &str,
-    map: fn(&AnyRow) -> Result<T, sqlx::Error>,
-) -> ApiResult<Response> {
-    let pool = ctx.app.db.pool();
-    let total: i64 = w
-        .bind(sqlx::query(&format!(
-            "SELECT COUNT(*) AS n FROM {table}{}",
-            w.sql()
-        )))
-        .fetch_one(pool)
-        .await?
-        .try_get("n")?;
-    let n = w.next_placeholder();
-    let sql = format!(
-        "SELECT * FROM {table}{} ORDER BY {order} {}, id LIMIT ${n} OFFSET ${}",
-        w.sql(),
-        page.order(),
-        n + 1
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(page.page_size)
-        .bind(page.offset())
-        .fetch_all(pool)
-        .await?;
-    let rows = rows.iter().map(map).collect::<Result<Vec<_>, _>>()?;
-    ok(page.page(total, rows))
 }
 
 /// One dictionary item.
@@ -125,12 +91,7 @@ fn check_dict(b: DictInput) -> ApiResult<DictInput> {
 }
 
 async fn load_dict(conn: &mut AnyConnection, id: i64) -> ApiResult<DictItem> {
-    let r = sqlx::query("SELECT * FROM dict_items WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("dictionary item"))?;
-    Ok(dict_item(&r)?)
+    by_id(conn, "dict_items", id, "dictionary item", dict_item).await
 }
 
 async fn create_dict(ctx: Ctx, Body(b): Body<DictInput>) -> ApiResult<Response> {
@@ -286,12 +247,7 @@ fn check_i18n(b: I18nInput) -> ApiResult<I18nInput> {
 }
 
 async fn load_i18n(conn: &mut AnyConnection, id: i64) -> ApiResult<I18nEntry> {
-    let r = sqlx::query("SELECT * FROM i18n_entries WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("i18n entry"))?;
-    Ok(i18n_entry(&r)?)
+    by_id(conn, "i18n_entries", id, "i18n entry", i18n_entry).await
 }
 
 async fn create_i18n(ctx: Ctx, Body(b): Body<I18nInput>) -> ApiResult<Response> {

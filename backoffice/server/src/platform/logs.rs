@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::dictionary::paged;
+use super::rows::paged;
 use crate::app::AppState;
 use crate::auth::Ctx;
 use crate::db::{Arg, Where};

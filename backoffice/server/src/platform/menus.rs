@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::rows::by_id;
 use super::{code, parse_id, text};
 use crate::app::AppState;
 use crate::audit::{self, Change};
@@ -168,12 +169,7 @@ fn code_key(v: &str) -> ApiResult<String> {
 }
 
 async fn load(conn: &mut AnyConnection, id: i64) -> ApiResult<MenuNode> {
-    let r = sqlx::query("SELECT * FROM menus WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("menu"))?;
-    Ok(node(&r)?)
+    by_id(conn, "menus", id, "menu", node).await
 }
 
 async fn create(ctx: Ctx, Body(b): Body<MenuInput>) -> ApiResult<Response> {

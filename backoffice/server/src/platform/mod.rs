@@ -10,6 +10,7 @@ pub mod logs;
 pub mod menus;
 pub mod orgs;
 pub mod roles;
+pub(crate) mod rows;
 pub mod settings;
 pub mod tasks;
 pub mod users;

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use tokio_util::sync::CancellationToken;
 
-use super::dictionary::paged;
+use super::rows::{by_id, paged};
 use super::text;
 use crate::app::AppState;
 use crate::audit::{self, Change};
@@ -216,12 +216,7 @@ fn check(b: Input) -> ApiResult<Input> {
 }
 
 async fn load(conn: &mut AnyConnection, id: i64) -> ApiResult<Task> {
-    let r = sqlx::query("SELECT * FROM tasks WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(task(&r)?)
+    by_id(conn, "tasks", id, "task", task).await
 }
 
 async fn announce(app: &AppState) {
@@ -366,11 +361,8 @@ async fn execute(app: &AppState, task_id: i64, action: &str, trigger: &str) -> A
         .bind(task_id)
         .execute(app.db.pool())
         .await?;
-    let r = sqlx::query("SELECT * FROM task_runs WHERE id = $1")
-        .bind(id)
-        .fetch_one(app.db.pool())
-        .await?;
-    Ok(task_run(&r)?)
+    let mut conn = app.db.pool().acquire().await?;
+    by_id(&mut conn, "task_runs", id, "task run", task_run).await
 }
 
 async fn purge_logs(app: &AppState) -> Result<String, sqlx::Error> {
