@@ -22,6 +22,11 @@
 //! control = "tcp:127.0.0.1:7700"
 //! process = "native"
 //! heartbeat_interval_ms = 2000
+//!
+//! [window]                           # optional, the windowed host's kiosk window
+//! fullscreen = true                  # default
+//! cursor = false                     # default: hidden
+//! devtools = false                   # default
 //! ```
 
 use std::collections::BTreeMap;
@@ -72,6 +77,29 @@ struct RawConfig {
     devices: BTreeMap<String, RawDevice>,
     keeper: Option<RawKeeper>,
     online: Option<RawOnline>,
+    #[serde(default)]
+    window: RawWindow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    #[serde(default = "yes")]
+    fullscreen: bool,
+    #[serde(default)]
+    cursor: bool,
+    #[serde(default)]
+    devtools: bool,
+}
+
+impl Default for RawWindow {
+    fn default() -> Self {
+        RawWindow {
+            fullscreen: true,
+            cursor: false,
+            devtools: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +235,18 @@ pub struct OnlineSpec {
     pub device_timeout: Duration,
 }
 
+/// The kiosk window of the windowed host (`[window]`; ignored with `--headless`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Cover the whole screen (default); otherwise a 1280×1024 window. Never decorated,
+    /// always on top.
+    pub fullscreen: bool,
+    /// Show the mouse cursor (default: hidden, the customer uses the touch screen).
+    pub cursor: bool,
+    /// Allow the web inspector (default: off; a kiosk must not open it).
+    pub devtools: bool,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -228,6 +268,8 @@ pub struct Settings {
     pub keeper: Option<KeeperSpec>,
     /// The transaction client, if configured.
     pub online: Option<OnlineSpec>,
+    /// The kiosk window (windowed host only).
+    pub window: WindowSpec,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -437,6 +479,11 @@ impl Settings {
             devices,
             keeper,
             online,
+            window: WindowSpec {
+                fullscreen: raw.window.fullscreen,
+                cursor: raw.window.cursor,
+                devtools: raw.window.devtools,
+            },
         })
     }
 }

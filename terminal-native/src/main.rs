@@ -1,6 +1,10 @@
 //! `terminal-native --config FILE [--headless]`: parses arguments, validates the
-//! configuration (exit 64 before anything is bound), and runs the headless host until SIGTERM
-//! or SIGINT.
+//! configuration (exit 64 before anything is bound), and runs the host until SIGTERM or SIGINT:
+//! headless (the bridge over a loopback WebSocket), or windowed (a tao + wry kiosk window with
+//! the bridge over wry's IPC; only when built with the `window` feature, see [`window`]).
+
+#[cfg(feature = "window")]
+mod window;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,11 +61,7 @@ fn real_main() -> i32 {
         }
     };
     if !args.headless {
-        eprintln!(
-            "terminal-native: the windowed kiosk host (tao + wry, needs libwebkit2gtk-4.1) is not \
-             built yet; run with --headless and open the printed URL in a browser"
-        );
-        return EXIT_USAGE;
+        return windowed(settings);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -94,7 +94,26 @@ fn real_main() -> i32 {
     })
 }
 
-async fn wait_for_signal() {
+/// The windowed kiosk host.
+#[cfg(feature = "window")]
+fn windowed(settings: Settings) -> i32 {
+    window::run(settings)
+}
+
+/// Without the `window` feature there is no kiosk window: say so and exit 64.
+#[cfg(not(feature = "window"))]
+fn windowed(_settings: Settings) -> i32 {
+    eprintln!(
+        "terminal-native: this binary was built without the `window` feature, so it has no kiosk \
+         window (tao + wry); rebuild with `cargo build -p openteller-terminal-native --features window` \
+         (needs libwebkit2gtk-4.1-dev and libgtk-3-dev), or run with --headless and open the \
+         printed URL in a browser"
+    );
+    EXIT_USAGE
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),
