@@ -9,7 +9,9 @@
 //!   the row ends APPROVED or DECLINED and the terminal gets the answer MAC'd under its TAK. No
 //!   answer in time → IN_DOUBT, a reversal is queued in the same commit, the terminal gets 98.
 //! - **Terminal reversals** (0400/0401, F11 + F13 of the original): the original is found and
-//!   a reversal queued durably before the 0410 answer; the queue delivers it to the host.
+//!   a reversal queued durably before the 0410 answer; the queue delivers it to the host. With
+//!   F95 (replacement amounts) the reversal is **partial**: the first 12 digits are the amount
+//!   that stands (the notes actually dispensed), only the rest is given back.
 //!
 //! Nothing here logs a PAN (only first 6 / last 4), a track, a PIN block or a key.
 
@@ -30,6 +32,8 @@ pub mod rc {
     pub const APPROVED: &str = "00";
     /// Invalid transaction.
     pub const INVALID_TXN: &str = "12";
+    /// Invalid amount (a partial reversal's F95 not below the original amount).
+    pub const INVALID_AMOUNT: &str = "13";
     /// Original not found (reversal).
     pub const ORIGINAL_NOT_FOUND: &str = "25";
     /// Format error.
@@ -134,6 +138,39 @@ pub fn pan_of(m: &Message) -> Option<String> {
             .and_then(|t| t.split(['=', 'D', 'd']).next())
             .map(str::to_owned)
     })
+}
+
+/// The length of F95 (replacement amounts, ISO 8583:1987 `an 42`).
+pub const F95_LEN: usize = 42;
+
+/// The F95 value of a partial reversal: the amount that stands, 12 digits, then 30 zeros
+/// (settlement amount and fees, unused).
+pub fn replacement_field(amount_minor: i64) -> String {
+    format!(
+        "{:012}{}",
+        amount_minor.clamp(0, 999_999_999_999),
+        "0".repeat(30)
+    )
+}
+
+/// The amount that stands after a reversal carrying F95 (`Ok(None)` without F95, or with a
+/// zero amount: a full reversal). `Err`: F95 is not 42 characters starting with 12 digits
+/// followed by letters, digits or spaces (answer 30).
+pub fn replacement_of(m: &Message) -> Result<Option<i64>, &'static str> {
+    let Some(v) = m.get(95) else {
+        return Ok(None);
+    };
+    let s = v.as_text().ok_or(rc::FORMAT_ERROR)?;
+    let ok = s.len() == F95_LEN
+        && s.bytes().take(12).all(|c| c.is_ascii_digit())
+        && s.bytes()
+            .skip(12)
+            .all(|c| c.is_ascii_alphanumeric() || c == b' ');
+    if !ok {
+        return Err(rc::FORMAT_ERROR);
+    }
+    let amount: i64 = s[..12].parse().map_err(|_| rc::FORMAT_ERROR)?;
+    Ok((amount > 0).then_some(amount))
 }
 
 fn network_code(m: &Message) -> Option<&str> {
@@ -545,6 +582,13 @@ impl Engine {
         let (Some(stan), Some(date)) = (text(request, 11), text(request, 13)) else {
             return (self.reply(request, rc::FORMAT_ERROR), true);
         };
+        let replacement = match replacement_of(request) {
+            Ok(r) => r,
+            Err(code) => {
+                tracing::warn!(terminal, stan, "malformed F95 in a reversal");
+                return (self.reply(request, code), true);
+            }
+        };
         let original = match self.journal.find(&terminal, stan, date).await {
             Ok(Some(r)) => r,
             Ok(None) => return (self.reply(request, rc::ORIGINAL_NOT_FOUND), true),
@@ -553,25 +597,92 @@ impl Engine {
                 return (self.reply(request, rc::SYSTEM), true);
             }
         };
-        match original.state {
-            TxnState::Approved | TxnState::Sent | TxnState::InDoubt => {
-                match self
-                    .journal
-                    .queue_reversal(original.id, "TERMINAL", self.reversal_ttl)
-                    .await
-                {
-                    Ok(_) => {
-                        self.reversals.notify_one();
-                        (self.reply(request, rc::APPROVED), true)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot queue the terminal's reversal");
-                        (self.reply(request, rc::SYSTEM), true)
-                    }
-                }
+        let code = self
+            .queue_requested_reversal(&original, replacement, "TERMINAL")
+            .await;
+        (self.reply(request, code), true)
+    }
+
+    /// Queues the reversal a terminal or channel asked for (`replacement`: its F95 amount,
+    /// `None` for a full reversal) and returns the code to answer:
+    ///
+    /// - an approved original: full or partial reversal, 00; a partial one whose amount that
+    ///   stands is not below the original amount is refused with 13 and nothing is queued;
+    /// - sent or in doubt (the requester was never told 00, so nothing was dispensed): a
+    ///   full reversal whatever F95 says, 00;
+    /// - a repeat (the row has a reversal already): 00 if it asks for the same amounts, or if
+    ///   the queued one is a full reversal the engine started itself (no answer in time: the
+    ///   requester was never told 00); a different amount than the requester's own earlier
+    ///   reversal is 94;
+    /// - declined, already reversed, never sent: nothing to undo, 00.
+    pub(crate) async fn queue_requested_reversal(
+        &self,
+        original: &TxnRecord,
+        replacement: Option<i64>,
+        reason: &str,
+    ) -> &'static str {
+        match self.journal.reversal_amounts(original.id).await {
+            Ok(Some(queued)) => {
+                let same = queued.replacement_minor == replacement;
+                let engine_full = queued.replacement_minor.is_none() && queued.reason != reason;
+                return if same || engine_full {
+                    rc::APPROVED
+                } else {
+                    tracing::warn!(
+                        journal_id = original.id,
+                        "reversal repeated with other replacement amounts"
+                    );
+                    rc::DUPLICATE
+                };
             }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "journal unavailable; reversal not accepted");
+                return rc::SYSTEM;
+            }
+        }
+        let partial = match original.state {
+            TxnState::Approved => replacement,
+            TxnState::Sent | TxnState::InDoubt => None,
             // Declined, already reversed, or never sent: nothing to undo.
-            _ => (self.reply(request, rc::APPROVED), true),
+            _ => return rc::APPROVED,
+        };
+        if partial.is_some_and(|r| r >= original.txn.amount_minor) {
+            tracing::warn!(
+                journal_id = original.id,
+                "partial reversal refused: the replacement amount is not below the original amount"
+            );
+            return rc::INVALID_AMOUNT;
+        }
+        let queued = match partial {
+            Some(r) => {
+                self.journal
+                    .queue_partial_reversal(original.id, reason, self.reversal_ttl, r)
+                    .await
+            }
+            None => {
+                self.journal
+                    .queue_reversal(original.id, reason, self.reversal_ttl)
+                    .await
+            }
+        };
+        match queued {
+            Ok(_) => {
+                if let Some(r) = partial {
+                    tracing::info!(
+                        journal_id = original.id,
+                        stands = r,
+                        reversed = original.txn.amount_minor - r,
+                        "partial reversal queued"
+                    );
+                }
+                self.reversals.notify_one();
+                rc::APPROVED
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue the requested reversal");
+                rc::SYSTEM
+            }
         }
     }
 }
@@ -635,8 +746,10 @@ fn digest(parts: &[&str]) -> String {
     format!("{h:016x}")
 }
 
-/// Builds the reversal (0400, or 0401 for a repeat) of a journaled transaction for the host.
-pub fn reversal_message(record: &TxnRecord, attempt: i64) -> Message {
+/// Builds the reversal (0400, or 0401 for a repeat) of a journaled transaction for the host;
+/// `replacement` (the amount that stands) makes it partial: F95 carries it, F4 stays the
+/// original amount.
+pub fn reversal_message(record: &TxnRecord, attempt: i64, replacement: Option<i64>) -> Message {
     let original = format!(
         "{}{}{}000000{}",
         record.txn.mti,
@@ -656,6 +769,9 @@ pub fn reversal_message(record: &TxnRecord, attempt: i64) -> Message {
         .with(90, original);
     if !record.txn.currency.is_empty() {
         m.set(49, record.txn.currency.as_str());
+    }
+    if let Some(r) = replacement {
+        m.set(95, replacement_field(r));
     }
     m.set(
         60,
@@ -677,6 +793,31 @@ mod tests {
         assert_eq!(mask_pan("6222020200112233445"), "622202*********3445");
         let m = Message::new("0200").with(35, "6222020200112233445=4912101000000000");
         assert_eq!(pan_of(&m).as_deref(), Some("6222020200112233445"));
+    }
+
+    #[test]
+    fn replacement_amounts_are_read_from_f95() {
+        let m = |v: &str| Message::new("0400").with(95, v);
+        assert_eq!(replacement_of(&Message::new("0400")), Ok(None));
+        assert_eq!(
+            replacement_of(&m(&replacement_field(20_000))),
+            Ok(Some(20_000))
+        );
+        assert_eq!(
+            replacement_of(&m(&replacement_field(0))),
+            Ok(None),
+            "zero: full"
+        );
+        let spaced = format!("{:012}{}", 5, " ".repeat(30));
+        assert_eq!(replacement_of(&m(&spaced)), Ok(Some(5)));
+        for bad in [
+            "000000020000".to_owned(),
+            format!("00000002000X{}", "0".repeat(30)),
+            format!("{:012}-{}", 1, "0".repeat(29)),
+        ] {
+            assert_eq!(replacement_of(&m(&bad)), Err(rc::FORMAT_ERROR), "{bad}");
+        }
+        assert_eq!(replacement_field(20_000).len(), F95_LEN);
     }
 
     #[test]

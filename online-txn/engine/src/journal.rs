@@ -199,6 +199,20 @@ pub struct Reversal {
     pub attempts: i64,
     /// When it gives up.
     pub expires_ms: i64,
+    /// A partial reversal: the amount that stands (ISO 8583 F95, e.g. the notes actually
+    /// dispensed); `None`: the whole amount is reversed.
+    pub replacement_minor: Option<i64>,
+}
+
+/// Why and for how much a reversal was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversalAmounts {
+    /// Why: "TIMEOUT", "TERMINAL", "CHANNEL", ...
+    pub reason: String,
+    /// The amount that stands (F95 of a partial reversal); `None`: a full reversal.
+    pub replacement_minor: Option<i64>,
+    /// The amount the reversal gives back.
+    pub reversed_minor: i64,
 }
 
 /// Reversal queue states.
@@ -233,6 +247,7 @@ enum Op {
         id: i64,
         reason: String,
         expires_ms: i64,
+        replacement: Option<i64>,
         answer: Answer,
         reply: oneshot::Sender<Result<bool, JournalError>>,
     },
@@ -380,10 +395,57 @@ impl Journal {
             id,
             reason: reason.to_owned(),
             expires_ms,
+            replacement: None,
             answer,
             reply,
         })
         .await
+    }
+
+    /// Queues a **partial** reversal of row `id`: `replacement_minor` is the amount that
+    /// stands (F95; the caller checked it is above 0 and below the row's amount), the
+    /// reversal gives back the rest. Otherwise as [`Journal::queue_reversal`]: idempotent
+    /// (false when the row already has a reversal, whatever its amount), the row moves to
+    /// IN_DOUBT in the same commit.
+    pub async fn queue_partial_reversal(
+        &self,
+        id: i64,
+        reason: &str,
+        ttl: Duration,
+        replacement_minor: i64,
+    ) -> Result<bool, JournalError> {
+        let expires_ms = now_ms() + ttl.as_millis() as i64;
+        self.call(|reply| Op::QueueReversal {
+            id,
+            reason: reason.to_owned(),
+            expires_ms,
+            replacement: Some(replacement_minor),
+            answer: Answer::default(),
+            reply,
+        })
+        .await
+    }
+
+    /// Why and for how much the reversal of row `journal_id` was queued, if it was.
+    pub async fn reversal_amounts(
+        &self,
+        journal_id: i64,
+    ) -> Result<Option<ReversalAmounts>, JournalError> {
+        let row = sqlx::query(
+            "SELECT q.reason, q.replacement_minor, COALESCE(q.reversed_minor, j.amount_minor) AS reversed \
+             FROM reversal_queue q JOIN txn_journal j ON j.id = q.journal_id WHERE q.journal_id = $1",
+        )
+        .bind(journal_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ReversalAmounts {
+                reason: r.try_get("reason")?,
+                replacement_minor: r.try_get("replacement_minor")?,
+                reversed_minor: r.try_get("reversed")?,
+            })
+        })
+        .transpose()
     }
 
     /// Records one reversal attempt: `done = Some(true)` acknowledged (row → REVERSED),
@@ -408,7 +470,7 @@ impl Journal {
     /// Reversals due now, oldest first.
     pub async fn due_reversals(&self, limit: i64) -> Result<Vec<Reversal>, JournalError> {
         let rows = sqlx::query(&format!(
-            "SELECT q.id AS qid, q.reason, q.attempts, q.expires_ms, {JOURNAL_COLUMNS} FROM reversal_queue q \
+            "SELECT q.id AS qid, q.reason, q.attempts, q.expires_ms, q.replacement_minor, {JOURNAL_COLUMNS} FROM reversal_queue q \
              JOIN txn_journal j ON j.id = q.journal_id \
              WHERE q.state = 'PENDING' AND q.next_attempt_ms <= $1 ORDER BY q.next_attempt_ms LIMIT $2"
         ))
@@ -423,6 +485,7 @@ impl Journal {
                     reason: r.try_get("reason")?,
                     attempts: r.try_get("attempts")?,
                     expires_ms: r.try_get("expires_ms")?,
+                    replacement_minor: r.try_get("replacement_minor")?,
                     journal: record(r)?,
                 })
             })
@@ -519,11 +582,13 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_journal.sql"),
     include_str!("../migrations/sqlite/0002_repair.sql"),
     include_str!("../migrations/sqlite/0003_backend.sql"),
+    include_str!("../migrations/sqlite/0004_partial_reversal.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_journal.sql"),
     include_str!("../migrations/postgres/0002_repair.sql"),
     include_str!("../migrations/postgres/0003_backend.sql"),
+    include_str!("../migrations/postgres/0004_partial_reversal.sql"),
 ];
 
 /// Applies the scripts not applied yet, each in its own transaction with its version row.
@@ -700,6 +765,7 @@ async fn apply(tx: &mut Tx<'_>, op: Op) -> Result<Box<dyn FnOnce(bool) + Send>, 
             id,
             reason,
             expires_ms,
+            replacement,
             answer: queued_answer,
             reply,
         } => {
@@ -713,14 +779,18 @@ async fn apply(tx: &mut Tx<'_>, op: Op) -> Result<Box<dyn FnOnce(bool) + Send>, 
                 match transition(tx, id, TxnState::InDoubt, &queued_answer, now).await? {
                     Err(e) => Err(e),
                     Ok(()) => {
+                        // The amount reversed: the row's, less what stands (F95).
                         sqlx::query(
-                            "INSERT INTO reversal_queue (journal_id, reason, state, attempts, next_attempt_ms, expires_ms, created_ms, updated_ms) \
-                             VALUES ($1, $2, 'PENDING', 0, $3, $4, $3, $3)",
+                            "INSERT INTO reversal_queue (journal_id, reason, state, attempts, next_attempt_ms, expires_ms, \
+                             replacement_minor, reversed_minor, created_ms, updated_ms) \
+                             SELECT $1, $2, 'PENDING', 0, $3, $4, $5, j.amount_minor - $6, $3, $3 FROM txn_journal j WHERE j.id = $1",
                         )
                         .bind(id)
                         .bind(&reason)
                         .bind(now)
                         .bind(expires_ms)
+                        .bind(replacement)
+                        .bind(replacement.unwrap_or(0))
                         .execute(&mut **tx)
                         .await?;
                         Ok(true)

@@ -21,7 +21,8 @@ const ITEMS_FROM: &str = "FROM txn_journal j LEFT JOIN reversal_queue q ON q.jou
 const VIEW_COLUMNS: &str = "j.id, j.terminal_id, j.stan, j.txn_date, j.mti, j.processing_code, j.amount_minor, \
      j.currency, j.pan_masked, j.state, j.response_code, j.rrn, j.auth_code, j.created_ms, j.updated_ms, \
      q.id AS qid, q.state AS qstate, q.reason AS qreason, q.attempts AS qattempts, q.last_result AS qresult, \
-     q.expires_ms AS qexpires, q.updated_ms AS qupdated";
+     q.expires_ms AS qexpires, q.updated_ms AS qupdated, q.replacement_minor AS qreplacement, \
+     COALESCE(q.reversed_minor, j.amount_minor) AS qreversed";
 
 fn view_row(r: &AnyRow) -> Result<JournalView, JournalError> {
     let state: String = r.try_get("state")?;
@@ -36,6 +37,8 @@ fn view_row(r: &AnyRow) -> Result<JournalView, JournalError> {
             last_result: r.try_get("qresult")?,
             expires_ms: r.try_get("qexpires")?,
             updated_ms: r.try_get("qupdated")?,
+            replacement_minor: r.try_get("qreplacement")?,
+            reversed_minor: r.try_get("qreversed")?,
         }),
     };
     let pan: String = r.try_get("pan_masked")?;

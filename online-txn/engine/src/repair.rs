@@ -350,6 +350,10 @@ pub struct ReversalInfo {
     pub expires_ms: i64,
     /// Last change.
     pub updated_ms: i64,
+    /// A partial reversal: the amount that stands (F95); `null` for a full reversal.
+    pub replacement_minor: Option<i64>,
+    /// The amount the reversal gives back.
+    pub reversed_minor: i64,
 }
 
 /// A journal row as the admin API shows it: masked PAN, no request digest, no stored answer.

@@ -58,7 +58,7 @@ impl ReversalWorker {
     }
 
     async fn deliver(&self, r: crate::journal::Reversal) {
-        let mut message = reversal_message(&r.journal, r.attempts);
+        let mut message = reversal_message(&r.journal, r.attempts, r.replacement_minor);
         let outcome =
             match encode_with_mac(self.host.spec(), self.hsm.as_ref(), &self.zak, &mut message) {
                 Ok(bytes) => self

@@ -275,6 +275,104 @@ async fn terminal_reversal_after_a_dispense_fault() {
     assert_eq!(stack.available(ZHANG).await, before);
 }
 
+/// The terminal's reversal of `original` as the terminal sends it: the original's F11 and
+/// F13, no PIN block, and F95 when part of the notes was dispensed.
+fn terminal_reversal(original: &Message, dispensed: Option<i64>) -> Message {
+    let mut reversal = original.clone();
+    reversal.mti = "0400".into();
+    reversal.remove(52);
+    if let Some(d) = dispensed {
+        reversal.set(95, format!("{d:012}{}", "0".repeat(30)));
+    }
+    reversal
+}
+
+#[tokio::test]
+async fn partial_reversal_gives_back_only_what_was_not_dispensed() {
+    let stack = Stack::start(3_000);
+    let (mut client, mut t) = stack.sign_on().await;
+    let journal = Journal::open(&stack.journal_url()).await.unwrap();
+    let before = stack.available(ZHANG).await;
+    let mut withdrawal = t.withdrawal(ZHANG, "1234", 50_000);
+    let (answer, _) = exchange(&mut client, &t, &mut withdrawal).await;
+    assert_eq!(rc(&answer), "00");
+
+    // F95 not below the original amount, or malformed: refused, nothing queued.
+    for (f95, code) in [
+        (format!("{:012}{}", 50_000, "0".repeat(30)), "13"),
+        (format!("{:012}{}", 70_000, "0".repeat(30)), "13"),
+        (format!("00000002000X{}", "0".repeat(30)), "30"),
+    ] {
+        let mut bad = terminal_reversal(&withdrawal, None).with(95, f95);
+        let (answer, _) = exchange(&mut client, &t, &mut bad).await;
+        assert_eq!(rc(&answer), code);
+    }
+    let row = journal
+        .find(
+            "T0000001",
+            withdrawal.text(11).unwrap(),
+            withdrawal.text(13).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, TxnState::Approved);
+    assert_eq!(journal.reversal_amounts(row.id).await.unwrap(), None);
+
+    // 200.00 of 500.00 dispensed: 300.00 go back to the account.
+    let mut partial = terminal_reversal(&withdrawal, Some(20_000));
+    let (answer, _) = exchange(&mut client, &t, &mut partial).await;
+    assert_eq!(answer.mti, "0410");
+    assert_eq!(rc(&answer), "00");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = journal.get(row.id).await.unwrap();
+        if r.state == TxnState::Reversed && stack.available(ZHANG).await == before - 20_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partial reversal did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let amounts = journal.reversal_amounts(row.id).await.unwrap().unwrap();
+    assert_eq!(amounts.reason, "TERMINAL");
+    assert_eq!(amounts.replacement_minor, Some(20_000));
+    assert_eq!(amounts.reversed_minor, 30_000);
+
+    // A repeat with the same F95 is 00, with another one 94; neither moves money.
+    partial.mti = "0401".into();
+    let (answer, _) = exchange(&mut client, &t, &mut partial).await;
+    assert_eq!(rc(&answer), "00");
+    let mut other = terminal_reversal(&withdrawal, Some(10_000));
+    other.mti = "0401".into();
+    let (answer, _) = exchange(&mut client, &t, &mut other).await;
+    assert_eq!(rc(&answer), "94");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.available(ZHANG).await, before - 20_000);
+
+    // The host journaled one reversal of 300.00 with the 200.00 that stand.
+    let v: Value = stack
+        .http
+        .get(format!("{}/state/transactions", stack.control))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reversals: Vec<&Value> = v["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "reversal")
+        .collect();
+    assert_eq!(reversals.len(), 1, "{v}");
+    assert_eq!(reversals[0]["amount"], 30_000);
+    assert_eq!(reversals[0]["replacement"], 20_000);
+}
+
 #[tokio::test]
 async fn garbage_and_mutated_messages_never_bring_the_engine_down() {
     use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -144,6 +144,48 @@ async fn suite(j: Journal) {
         Some("PENDING".into())
     );
 
+    // A partial reversal keeps the amount that stands and the amount it gives back; a full
+    // one gives back the row's amount; a second queueing changes neither.
+    let full = j.reversal_amounts(timed_out).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            full.reason.as_str(),
+            full.replacement_minor,
+            full.reversed_minor
+        ),
+        ("TIMEOUT", None, 40_000)
+    );
+    let Begin::New(dispensed) = j.begin_sent(txn("000005", 50_000), "host").await.unwrap() else {
+        panic!()
+    };
+    j.transition(dispensed, TxnState::Approved, Answer::default())
+        .await
+        .unwrap();
+    assert!(
+        j.queue_partial_reversal(dispensed, "TERMINAL", Duration::from_secs(60), 20_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !j.queue_reversal(dispensed, "TERMINAL", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let partial = j.reversal_amounts(dispensed).await.unwrap().unwrap();
+    assert_eq!(
+        (partial.replacement_minor, partial.reversed_minor),
+        (Some(20_000), 30_000)
+    );
+    let due = j.due_reversals(100).await.unwrap();
+    let mine = due.iter().find(|r| r.journal.id == dispensed).unwrap();
+    assert_eq!(mine.replacement_minor, Some(20_000));
+    assert!(
+        due.iter()
+            .filter(|r| r.journal.id != dispensed)
+            .all(|r| r.replacement_minor.is_none())
+    );
+    assert_eq!(j.reversal_amounts(received).await.unwrap(), None);
+
     // Group commit: many concurrent writers, every one committed.
     let tasks: Vec<_> = (0..200)
         .map(|i| {

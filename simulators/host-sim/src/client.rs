@@ -267,6 +267,14 @@ impl Terminal {
         m.with(90, od.to_field())
     }
 
+    /// A partial reversal of `original`: [`Terminal::reversal_of`] with F95 saying that
+    /// `stands` minor units of it stand (e.g. the notes actually dispensed); the host gives
+    /// back the rest.
+    pub fn partial_reversal_of(&mut self, original: &Message, stands: i64) -> Message {
+        self.reversal_of(original)
+            .with(95, wire::Replacement { amount: stands }.to_field())
+    }
+
     /// An echo test (0800, F3 absent).
     pub fn echo(&mut self) -> Message {
         let mut m = self.base("0800", "000000");

@@ -484,6 +484,14 @@ impl Host {
             original,
             pan,
             amount: amount(msg)?,
+            // A zero replacement amount means nothing stands: a full reversal.
+            replacement: match text(msg, 95) {
+                None => None,
+                Some(f95) => {
+                    let r = wire::Replacement::parse(f95).ok_or(rc::FORMAT_ERROR)?;
+                    (r.amount > 0).then_some(r.amount)
+                }
+            },
         })
     }
 

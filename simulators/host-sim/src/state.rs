@@ -25,11 +25,27 @@ pub(crate) struct TxnKey {
     pub(crate) date: u16,
 }
 
+/// A clear PIN kept to undo a PIN change; never shown by `Debug`.
+#[derive(Clone)]
+pub(crate) struct KeptPin(pub(crate) Zeroizing<String>);
+
+impl std::fmt::Debug for KeptPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeptPin(***)")
+    }
+}
+
 /// What an approved transaction did, so that a reversal can undo it.
 #[derive(Debug, Clone)]
 pub(crate) enum Effect {
-    /// Nothing to undo (declined, inquiry, PIN change, reversal).
+    /// Nothing to undo (declined, inquiry, reversal).
     None,
+    /// The PIN of `pan` went from `old` to `new`.
+    PinChange {
+        pan: String,
+        old: KeptPin,
+        new: KeptPin,
+    },
     /// Money left `pan` on host day `day`.
     Withdrawal { pan: String, amount: i64, day: i64 },
     /// Money moved from `from` to `to`.
@@ -66,7 +82,7 @@ pub enum TxnKind {
     Transfer,
     /// PIN change.
     PinChange,
-    /// Reversal of an approved withdrawal or transfer.
+    /// Reversal of an approved withdrawal, transfer or PIN change.
     Reversal,
 }
 
@@ -111,6 +127,10 @@ pub struct JournalEntry {
     /// Amount in minor units: debited, transferred, or restored by a reversal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
+    /// For a partial reversal (F95): the amount of the original that stands (e.g. the notes
+    /// actually dispensed); `amount` is what the reversal restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<i64>,
     /// Currency (ISO 4217 numeric).
     pub currency: String,
     /// For a reversal: what it undid.
@@ -148,8 +168,12 @@ pub struct Summary {
     pub reversals: Totals,
     /// The part of `reversals` that undid withdrawals: money that came back into the bank.
     pub withdrawals_reversed: Totals,
+    /// Of `reversals`, the partial ones (F95); their amount is what they restored.
+    pub partial_reversals: Totals,
     /// Approved PIN changes.
     pub pin_changes: u64,
+    /// PIN changes undone by a reversal (the old PIN restored).
+    pub pin_changes_reversed: u64,
 }
 
 /// A live account.
@@ -294,6 +318,8 @@ pub(crate) struct RevRequest {
     pub(crate) original: TxnKey,
     pub(crate) pan: Option<String>,
     pub(crate) amount: Option<i64>,
+    /// F95: the amount of the original that stands (`None`: reverse it all).
+    pub(crate) replacement: Option<i64>,
 }
 
 /// The outcome of a financial request or reversal, decided under the lock.
@@ -311,6 +337,7 @@ pub(crate) struct Draft {
     pan: String,
     to_pan: Option<String>,
     amount: Option<i64>,
+    replacement: Option<i64>,
     currency: String,
     original: Option<OriginalRef>,
 }
@@ -438,6 +465,7 @@ impl State {
             pan: mask_pan(&draft.pan),
             to_pan: draft.to_pan.as_deref().map(mask_pan),
             amount: draft.amount,
+            replacement: draft.replacement,
             currency: draft.currency,
             original: draft.original,
         };
@@ -530,6 +558,7 @@ impl State {
                         pan: req.pan.clone(),
                         to_pan: None,
                         amount: Some(amount),
+                        replacement: None,
                         currency,
                         original: None,
                     }),
@@ -580,6 +609,7 @@ impl State {
                         pan: req.pan.clone(),
                         to_pan: Some(to.to_owned()),
                         amount: Some(amount),
+                        replacement: None,
                         currency,
                         original: None,
                     }),
@@ -589,17 +619,22 @@ impl State {
                 let Some(new_pin) = &req.new_pin else {
                     return Decision::decline(rc::FORMAT_ERROR);
                 };
-                acct.pin = new_pin.clone();
+                let old = std::mem::replace(&mut acct.pin, new_pin.clone());
                 self.summary.pin_changes += 1;
                 Decision {
                     code: rc::APPROVED,
-                    effect: Effect::None,
+                    effect: Effect::PinChange {
+                        pan: req.pan.clone(),
+                        old: KeptPin(old),
+                        new: KeptPin(new_pin.clone()),
+                    },
                     balance: None,
                     journal: Some(Draft {
                         kind: TxnKind::PinChange,
                         pan: req.pan.clone(),
                         to_pan: None,
                         amount: None,
+                        replacement: None,
                         currency,
                         original: None,
                     }),
@@ -637,24 +672,38 @@ impl State {
         if rec.reversed {
             return approved_none;
         }
-        let (pan, to, amount) = match &rec.effect {
-            Effect::None => return approved_none,
-            Effect::Withdrawal { pan, amount, .. } => (pan.clone(), None, *amount),
-            Effect::Transfer { from, to, amount } => (from.clone(), Some(to.clone()), *amount),
-        };
-        if rev.pan.as_deref().is_some_and(|p| p != pan) {
-            return Decision::decline(rc::ORIGINAL_NOT_FOUND);
-        }
-        if rev.amount.is_some_and(|a| a != amount) {
-            return Decision::decline(rc::INVALID_AMOUNT);
-        }
-        rec.reversed = true;
         let original = OriginalRef {
             kind: rec.kind,
             stan: format!("{:06}", rev.original.stan),
             date: format!("{:04}", rev.original.date),
             rrn: rec.rrn.clone(),
         };
+        let (pan, to, full) = match &rec.effect {
+            Effect::None => return approved_none,
+            Effect::PinChange { pan, old, new } => {
+                if rev.pan.as_deref().is_some_and(|p| p != pan) {
+                    return Decision::decline(rc::ORIGINAL_NOT_FOUND);
+                }
+                let (pan, old, new) = (pan.clone(), old.clone(), new.clone());
+                rec.reversed = true;
+                return self.undo_pin_change(pan, old, new, original);
+            }
+            Effect::Withdrawal { pan, amount, .. } => (pan.clone(), None, *amount),
+            Effect::Transfer { from, to, amount } => (from.clone(), Some(to.clone()), *amount),
+        };
+        if rev.pan.as_deref().is_some_and(|p| p != pan) {
+            return Decision::decline(rc::ORIGINAL_NOT_FOUND);
+        }
+        if rev.amount.is_some_and(|a| a != full) {
+            return Decision::decline(rc::INVALID_AMOUNT);
+        }
+        // A partial reversal gives back only what does not stand; one that would give back
+        // nothing (or less) is refused and changes nothing.
+        if rev.replacement.is_some_and(|r| r >= full) {
+            return Decision::decline(rc::INVALID_AMOUNT);
+        }
+        let amount = full - rev.replacement.unwrap_or(0);
+        rec.reversed = true;
         let day = match &rec.effect {
             Effect::Withdrawal { day, .. } => Some(*day),
             _ => None,
@@ -682,6 +731,11 @@ impl State {
         }
         self.summary.reversals.count += 1;
         self.summary.reversals.amount = self.summary.reversals.amount.saturating_add(amount);
+        if rev.replacement.is_some() {
+            self.summary.partial_reversals.count += 1;
+            self.summary.partial_reversals.amount =
+                self.summary.partial_reversals.amount.saturating_add(amount);
+        }
         Decision {
             code: rc::APPROVED,
             effect: Effect::None,
@@ -691,6 +745,42 @@ impl State {
                 pan,
                 to_pan: to,
                 amount: Some(amount),
+                replacement: rev.replacement,
+                currency,
+                original: Some(original),
+            }),
+        }
+    }
+
+    /// Undoes a PIN change: the old PIN comes back — unless the PIN was changed again since
+    /// (it is no longer the one this change set), in which case the later change stands and
+    /// nothing changes. Either way the answer is 00 and the change counts as reversed.
+    fn undo_pin_change(
+        &mut self,
+        pan: String,
+        old: KeptPin,
+        new: KeptPin,
+        original: OriginalRef,
+    ) -> Decision {
+        let Some(acct) = self.accounts.get_mut(&pan) else {
+            return Decision::decline(rc::APPROVED);
+        };
+        if !ct_eq(acct.pin.as_bytes(), new.0.as_bytes()) {
+            return Decision::decline(rc::APPROVED);
+        }
+        acct.pin = old.0;
+        let currency = acct.currency.clone();
+        self.summary.pin_changes_reversed += 1;
+        Decision {
+            code: rc::APPROVED,
+            effect: Effect::None,
+            balance: None,
+            journal: Some(Draft {
+                kind: TxnKind::Reversal,
+                pan,
+                to_pan: None,
+                amount: None,
+                replacement: None,
                 currency,
                 original: Some(original),
             }),

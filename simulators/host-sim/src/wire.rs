@@ -302,6 +302,44 @@ impl Balance {
     }
 }
 
+/// F95, replacement amounts (`an 42`, ISO 8583:1987), of a **partial reversal**: the
+/// actual transaction amount — the part of the original that stands, e.g. the notes actually
+/// dispensed — in 12 digits (minor units), then the actual settlement amount (12) and two fees
+/// (9 each), which the host does not use (send zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replacement {
+    /// The amount that stands, minor units.
+    pub amount: i64,
+}
+
+impl Replacement {
+    /// The 42-character F95 value: the amount in 12 digits, then 30 zeros.
+    pub fn to_field(&self) -> String {
+        format!(
+            "{:012}{}",
+            self.amount.clamp(0, 999_999_999_999),
+            "0".repeat(30)
+        )
+    }
+
+    /// Parses F95: 42 characters, the first 12 digits, the rest letters, digits or spaces.
+    /// `None` when malformed.
+    pub fn parse(s: &str) -> Option<Replacement> {
+        let b = s.as_bytes();
+        if b.len() != 42
+            || !b[..12].iter().all(u8::is_ascii_digit)
+            || !b[12..]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b' ')
+        {
+            return None;
+        }
+        Some(Replacement {
+            amount: s.get(..12)?.parse().ok()?,
+        })
+    }
+}
+
 /// F90, original data elements (`n 42`), as the host reads it: original MTI (4) +
 /// original STAN (6) + original MMDDhhmmss (10: the original's F13 then F12) + 22 zeros.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,6 +192,62 @@ async fn reversal_of_unknown_or_declined_originals() {
 }
 
 #[tokio::test]
+async fn partial_reversal_restores_only_the_difference_once() {
+    let sim = Sim::start("");
+    let mut c = sim.client().await;
+    let mut t = sim.terminal("ATM00012");
+    let mut w = t.withdrawal(ZHANG, "1234", 50_000);
+    assert_eq!(code(&call(&mut c, &t, &mut w).await), "00");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 50_000);
+
+    // F95 at or above the original amount gives nothing back: 13, nothing changes.
+    for stands in [50_000, 60_000] {
+        let mut over = t.partial_reversal_of(&w, stands);
+        assert_eq!(code(&call(&mut c, &t, &mut over).await), "13");
+    }
+    // Malformed F95: 30.
+    let mut bad = t.reversal_of(&w).with(95, format!("AB{}", "0".repeat(40)));
+    assert_eq!(code(&call(&mut c, &t, &mut bad).await), "30");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 50_000);
+
+    // 200.00 of the 500.00 were dispensed: 300.00 come back, the day's usage too.
+    let mut partial = t.partial_reversal_of(&w, 20_000);
+    let answer = call(&mut c, &t, &mut partial).await;
+    assert_eq!(code(&answer), "00");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 20_000);
+    assert_eq!(sim.account(ZHANG).await["withdrawn_today"], 20_000);
+
+    // Repeats — 0401 of the same reversal, a new reversal, a full one — change nothing more.
+    let mut repeat = partial.clone();
+    repeat.mti = "0401".into();
+    assert_eq!(code(&call(&mut c, &t, &mut repeat).await), "00");
+    let mut again = t.partial_reversal_of(&w, 20_000);
+    assert_eq!(code(&call(&mut c, &t, &mut again).await), "00");
+    let mut full = t.reversal_of(&w);
+    assert_eq!(code(&call(&mut c, &t, &mut full).await), "00");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 20_000);
+
+    // F95 of zero: nothing stands, a full reversal.
+    let mut w2 = t.withdrawal(ZHANG, "1234", 7_000);
+    assert_eq!(code(&call(&mut c, &t, &mut w2).await), "00");
+    let mut zero = t.partial_reversal_of(&w2, 0);
+    assert_eq!(code(&call(&mut c, &t, &mut zero).await), "00");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 20_000);
+
+    let tx = sim.transactions().await;
+    let entries = tx["transactions"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{tx}");
+    assert_eq!(entries[1]["kind"], "reversal");
+    assert_eq!(entries[1]["amount"], 30_000);
+    assert_eq!(entries[1]["replacement"], 20_000);
+    assert_eq!(entries[3]["amount"], 7_000);
+    assert!(entries[3].get("replacement").is_none());
+    assert_eq!(tx["summary"]["withdrawals_reversed"]["amount"], 37_000);
+    assert_eq!(tx["summary"]["partial_reversals"]["count"], 1);
+    assert_eq!(tx["summary"]["partial_reversals"]["amount"], 30_000);
+}
+
+#[tokio::test]
 async fn declines_for_cards_amounts_and_formats() {
     let sim = Sim::start("");
     let mut c = sim.client().await;
@@ -315,6 +371,68 @@ async fn pin_change_then_inquiry_with_the_new_pin() {
     let tx = sim.transactions().await;
     assert_eq!(tx["transactions"][0]["kind"], "pin_change");
     assert!(!tx.to_string().contains("864213"));
+}
+
+#[tokio::test]
+async fn pin_change_reversal_restores_the_old_pin_once() {
+    let sim = Sim::start("");
+    let mut c = sim.client().await;
+    let mut t = sim.terminal("ATM00013");
+    let mut change = t.pin_change(WANG, "1234", "2468");
+    assert_eq!(code(&call(&mut c, &t, &mut change).await), "00");
+    assert_eq!(
+        code(&ask(&mut c, &mut t, |t| t.inquiry(WANG, "2468")).await),
+        "00"
+    );
+
+    let mut rev = t.reversal_of(&change);
+    assert_eq!(code(&call(&mut c, &t, &mut rev).await), "00");
+    assert_eq!(
+        code(&ask(&mut c, &mut t, |t| t.inquiry(WANG, "1234")).await),
+        "00",
+        "the old PIN is back"
+    );
+    assert_eq!(
+        code(&ask(&mut c, &mut t, |t| t.inquiry(WANG, "2468")).await),
+        "55"
+    );
+    // Repeats change nothing: the old PIN stays.
+    let mut repeat = rev.clone();
+    repeat.mti = "0401".into();
+    assert_eq!(code(&call(&mut c, &t, &mut repeat).await), "00");
+    let mut again = t.reversal_of(&change);
+    assert_eq!(code(&call(&mut c, &t, &mut again).await), "00");
+    assert_eq!(
+        code(&ask(&mut c, &mut t, |t| t.inquiry(WANG, "1234")).await),
+        "00"
+    );
+
+    // A change that was followed by another one is not undone: the later PIN stands.
+    let mut first = t.pin_change(WANG, "1234", "1357");
+    assert_eq!(code(&call(&mut c, &t, &mut first).await), "00");
+    let mut second = t.pin_change(WANG, "1357", "9753");
+    assert_eq!(code(&call(&mut c, &t, &mut second).await), "00");
+    let mut late = t.reversal_of(&first);
+    assert_eq!(code(&call(&mut c, &t, &mut late).await), "00");
+    assert_eq!(
+        code(&ask(&mut c, &mut t, |t| t.inquiry(WANG, "9753")).await),
+        "00"
+    );
+
+    let tx = sim.transactions().await;
+    let kinds: Vec<&str> = tx["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pin_change", "reversal", "pin_change", "pin_change"]
+    );
+    assert_eq!(tx["transactions"][1]["original"]["kind"], "pin_change");
+    assert_eq!(tx["summary"]["pin_changes_reversed"], 1);
+    assert!(!tx.to_string().contains("2468"));
 }
 
 #[tokio::test]

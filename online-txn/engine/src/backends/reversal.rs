@@ -200,7 +200,7 @@ impl BackendReversals {
     }
 
     async fn deliver(&self, r: &TxnRecord, backend: &Backend, attempts: i64) -> Outcome {
-        let mut message = reversal_message(r, attempts);
+        let mut message = reversal_message(r, attempts, None);
         fit_message(&mut message, &backend.spec);
         let prepared = match backend.prepare(self.hsm.as_ref(), &message) {
             Ok(p) => p,

@@ -1051,6 +1051,10 @@ impl Hub {
             text(&request, 11).unwrap_or_default(),
             text(&request, 13).unwrap_or_default(),
         );
+        let replacement = match crate::engine::replacement_of(&request) {
+            Ok(r) => r,
+            Err(code) => return Ok(engine.reply(&request, code)),
+        };
         let original = match engine.journal.find(terminal, stan, date).await {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(engine.reply(&request, rc::ORIGINAL_NOT_FOUND)),
@@ -1072,20 +1076,20 @@ impl Hub {
             (TxnState::Approved | TxnState::Sent | TxnState::InDoubt, Some(b))
                 if b.is_default() =>
             {
-                match engine
-                    .journal
-                    .queue_reversal(original.id, "CHANNEL", engine.reversal_ttl)
+                engine
+                    .queue_requested_reversal(&original, replacement, "CHANNEL")
                     .await
-                {
-                    Ok(_) => {
-                        engine.reversals.notify_one();
-                        rc::APPROVED
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot queue a channel's reversal");
-                        rc::SYSTEM
-                    }
-                }
+            }
+            // Other back ends are reversed from the journal row alone, which has no place
+            // for a replacement amount: a partial reversal there is refused.
+            (TxnState::Approved | TxnState::Sent | TxnState::InDoubt, Some(_))
+                if replacement.is_some() =>
+            {
+                tracing::warn!(
+                    journal_id = original.id,
+                    "partial reversal refused: only the host back end takes F95"
+                );
+                rc::INVALID_TXN
             }
             (TxnState::Approved, Some(_)) => {
                 let a = crate::journal::Answer::default();
