@@ -150,8 +150,105 @@ struct WithdrawalParams {
     pin_block_from: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TransferParams {
+    to_account: String,
+    amount: u64,
+    currency: String,
+    #[serde(default = "pinpad")]
+    pin_block_from: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinChangeParams {
+    step: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalParams {
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    level: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataParams {
+    key: String,
+    value: Option<Value>,
+}
+
 fn pinpad() -> String {
     "pinpad".into()
+}
+
+/// Longest `journal.write` text.
+pub const MAX_JOURNAL_TEXT: usize = 512;
+/// Longest `log.write` text.
+pub const MAX_LOG_TEXT: usize = 2048;
+/// Total size of the data pool (keys plus JSON values).
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// The small per-terminal data pool behind `data.get` / `data.set` / `data.delete` (SJSL's
+/// `data` object): JSON values under 1-64 character keys, in memory only, at most
+/// [`MAX_DATA_BYTES`] in all.
+#[derive(Debug, Default)]
+pub struct DataPool {
+    values: std::sync::Mutex<std::collections::BTreeMap<String, (Value, usize)>>,
+}
+
+impl DataPool {
+    fn check_key(key: &str) -> Result<(), BridgeError> {
+        if (1..=64).contains(&key.chars().count()) && !key.chars().any(char::is_control) {
+            Ok(())
+        } else {
+            Err(invalid(
+                "key must be 1-64 characters without control characters",
+            ))
+        }
+    }
+
+    /// The value under `key` (null when absent).
+    pub fn get(&self, key: &str) -> Result<Value, BridgeError> {
+        Self::check_key(key)?;
+        let v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(v.get(key).map(|(v, _)| v.clone()).unwrap_or(Value::Null))
+    }
+
+    /// Stores `value` under `key`; refused (nothing changed) beyond the size cap.
+    pub fn set(&self, key: &str, value: Value) -> Result<(), BridgeError> {
+        Self::check_key(key)?;
+        let size = key.len() + value.to_string().len();
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let used: usize = v
+            .iter()
+            .filter(|(k, _)| k.as_str() != key)
+            .map(|(_, (_, n))| n)
+            .sum();
+        if used + size > MAX_DATA_BYTES {
+            return Err(BridgeError::new(
+                "DATA_FULL",
+                format!("the data pool holds at most {MAX_DATA_BYTES} bytes"),
+            ));
+        }
+        v.insert(key.to_owned(), (value, size));
+        Ok(())
+    }
+
+    /// Removes `key`; answers whether it was there.
+    pub fn delete(&self, key: &str) -> Result<bool, BridgeError> {
+        Self::check_key(key)?;
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(v.remove(key).is_some())
+    }
 }
 
 /// The PIN block can only come from the EPP (the PIN entered with `PinPad.GetPin`).
@@ -347,7 +444,59 @@ async fn dispatch(
             let NoParams {} = params(p)?;
             Ok(json!(terminal.status()))
         }
-        "txn.signOn" | "txn.inquiry" | "txn.withdrawal" => {
+        "journal.write" => {
+            let JournalParams { text } = params(p)?;
+            if text.trim().is_empty() || text.chars().count() > MAX_JOURNAL_TEXT {
+                return Err(invalid(format!(
+                    "text must be 1-{MAX_JOURNAL_TEXT} characters"
+                )));
+            }
+            terminal
+                .gate()
+                .journal()
+                .write(format!("PAGE {text}"))
+                .await
+                .map_err(|e| BridgeError::new("JOURNAL_ERROR", e.to_string()))?;
+            Ok(json!({}))
+        }
+        "log.write" => {
+            let LogParams { level, text } = params(p)?;
+            if text.chars().count() > MAX_LOG_TEXT {
+                return Err(invalid(format!(
+                    "text must be at most {MAX_LOG_TEXT} characters"
+                )));
+            }
+            let text = crate::journal::scrub(&text);
+            match level.as_str() {
+                "error" => tracing::error!(target: "page", "{text}"),
+                "warn" => tracing::warn!(target: "page", "{text}"),
+                "info" => tracing::info!(target: "page", "{text}"),
+                "debug" => tracing::debug!(target: "page", "{text}"),
+                _ => return Err(invalid("level must be error, warn, info or debug")),
+            }
+            Ok(json!({}))
+        }
+        "data.get" => {
+            let DataParams { key, value } = params(p)?;
+            if value.is_some() {
+                return Err(invalid("data.get takes no value"));
+            }
+            Ok(json!({"value": terminal.data().get(&key)?}))
+        }
+        "data.set" => {
+            let DataParams { key, value } = params(p)?;
+            let value = value.ok_or_else(|| invalid("data.set needs a value"))?;
+            terminal.data().set(&key, value)?;
+            Ok(json!({}))
+        }
+        "data.delete" => {
+            let DataParams { key, value } = params(p)?;
+            if value.is_some() {
+                return Err(invalid("data.delete takes no value"));
+            }
+            Ok(json!({"deleted": terminal.data().delete(&key)?}))
+        }
+        "txn.signOn" | "txn.inquiry" | "txn.withdrawal" | "txn.transfer" | "txn.pinChange" => {
             let client = terminal.txn().ok_or_else(|| {
                 BridgeError::new(
                     "NOT_CONFIGURED",
@@ -363,6 +512,25 @@ async fn dispatch(
                     let InquiryParams { pin_block_from } = params(p)?;
                     check_pin_source(&pin_block_from)?;
                     client.inquiry(terminal).await
+                }
+                "txn.transfer" => {
+                    let TransferParams {
+                        to_account,
+                        amount,
+                        currency,
+                        pin_block_from,
+                    } = params(p)?;
+                    check_pin_source(&pin_block_from)?;
+                    client
+                        .transfer(terminal, &to_account, amount, &currency)
+                        .await
+                }
+                "txn.pinChange" => {
+                    let PinChangeParams { step } = params(p)?;
+                    return client
+                        .pin_change(terminal, &step)
+                        .await
+                        .map_err(|e| BridgeError::new(e.code(), e.to_string()));
                 }
                 _ => {
                     let WithdrawalParams {
@@ -446,8 +614,18 @@ async fn execute(
     command.timeout_ms = p.timeout_ms.unwrap_or(0);
 
     let gate = terminal.gate();
+    // The dispenser's counters before a dispense go into the log with the claim: after a
+    // crash they tell what was presented (none when the status cannot be read).
+    let counters = if name == "CashDispenser.Dispense" {
+        crate::recovery::dispenser_status(terminal, &spec.name)
+            .await
+            .ok()
+            .map(|s| crate::recovery::unit_counts(&s))
+    } else {
+        None
+    };
     let admitted = gate
-        .admit(&spec, &command, p.authorization.as_deref())
+        .admit_counted(&spec, &command, p.authorization.as_deref(), counters)
         .await?;
     // Money commands run to their end even when the page goes away; others are canceled at
     // the proxy by dropping the stream.

@@ -78,6 +78,8 @@ struct RawConfig {
     keeper: Option<RawKeeper>,
     online: Option<RawOnline>,
     #[serde(default)]
+    self_check: RawSelfCheck,
+    #[serde(default)]
     window: RawWindow,
 }
 
@@ -106,6 +108,12 @@ impl Default for RawWindow {
 #[serde(deny_unknown_fields)]
 struct RawHeadless {
     listen: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSelfCheck {
+    interval_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -156,6 +164,18 @@ struct RawOnline {
     response_timeout_ms: u64,
     #[serde(default = "default_device_ms")]
     device_timeout_ms: u64,
+    #[serde(default = "default_reversal_retry_ms")]
+    reversal_retry_ms: u64,
+    #[serde(default = "default_reversal_max_retry_ms")]
+    reversal_max_retry_ms: u64,
+}
+
+fn default_reversal_retry_ms() -> u64 {
+    5_000
+}
+
+fn default_reversal_max_retry_ms() -> u64 {
+    300_000
 }
 
 fn default_merchant() -> String {
@@ -233,6 +253,10 @@ pub struct OnlineSpec {
     pub response_timeout: Duration,
     /// For each EPP command (PIN block, MAC, key import).
     pub device_timeout: Duration,
+    /// First delay before a reversal is sent again (doubling per attempt).
+    pub reversal_retry: Duration,
+    /// Longest delay between two attempts of a reversal.
+    pub reversal_max_retry: Duration,
 }
 
 /// The kiosk window of the windowed host (`[window]`; ignored with `--headless`).
@@ -268,6 +292,9 @@ pub struct Settings {
     pub keeper: Option<KeeperSpec>,
     /// The transaction client, if configured.
     pub online: Option<OnlineSpec>,
+    /// How often the self-check runs (`[self_check] interval_s`, default 360 s, seed 001
+    /// §8.1).
+    pub self_check_interval: Duration,
     /// The kiosk window (windowed host only).
     pub window: WindowSpec,
 }
@@ -411,6 +438,11 @@ impl Settings {
                 })
             }
         };
+        let self_check_interval = match raw.self_check.interval_s {
+            None => Duration::from_secs(360),
+            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s),
+            Some(_) => return Err(invalid("self_check.interval_s must be 1..=86400")),
+        };
         let online = match raw.online {
             None => None,
             Some(o) => {
@@ -456,6 +488,19 @@ impl Settings {
                         return Err(invalid(format!("online.{what} must be 100..=300000")));
                     }
                 }
+                for (what, ms) in [
+                    ("reversal_retry_ms", o.reversal_retry_ms),
+                    ("reversal_max_retry_ms", o.reversal_max_retry_ms),
+                ] {
+                    if !(100..=3_600_000).contains(&ms) {
+                        return Err(invalid(format!("online.{what} must be 100..=3600000")));
+                    }
+                }
+                if o.reversal_max_retry_ms < o.reversal_retry_ms {
+                    return Err(invalid(
+                        "online.reversal_max_retry_ms must be at least reversal_retry_ms",
+                    ));
+                }
                 Some(OnlineSpec {
                     address: o.address,
                     merchant_id: o.merchant_id,
@@ -466,6 +511,8 @@ impl Settings {
                     connect_timeout: Duration::from_millis(o.connect_timeout_ms),
                     response_timeout: Duration::from_millis(o.response_timeout_ms),
                     device_timeout: Duration::from_millis(o.device_timeout_ms),
+                    reversal_retry: Duration::from_millis(o.reversal_retry_ms),
+                    reversal_max_retry: Duration::from_millis(o.reversal_max_retry_ms),
                 })
             }
         };
@@ -479,6 +526,7 @@ impl Settings {
             devices,
             keeper,
             online,
+            self_check_interval,
             window: WindowSpec {
                 fullscreen: raw.window.fullscreen,
                 cursor: raw.window.cursor,
@@ -522,6 +570,8 @@ mod tests {
             base("[devices.idc]\nclass = \"CardReader\"\nendpoint = \"unix:/a\"\nextra = 1\n"),
             base("[keeper]\ncontrol = \"tcp:10.0.0.1:7700\"\n"),
             base("[rules]\nmax_pin_attempts = 0\n"),
+            base("[self_check]\ninterval_s = 0\n"),
+            base("[self_check]\nevery = 1\n"),
             base("").replace("127.0.0.1:0", "0.0.0.0:80"),
             base("").replace("T1", "bad id"),
             base("[online]\naddress = \"127.0.0.1:5800\"\npinpad = \"pin\"\n"),
@@ -540,6 +590,8 @@ mod tests {
             ok.replace("T0000001", "T1"),
             format!("{ok}response_timeout_ms = 1\n"),
             format!("{ok}tpk_key = \"TMK\"\n"),
+            format!("{ok}reversal_retry_ms = 10\n"),
+            format!("{ok}reversal_retry_ms = 5000\nreversal_max_retry_ms = 1000\n"),
         ] {
             assert!(Settings::parse(&bad).is_err(), "accepted: {bad}");
         }

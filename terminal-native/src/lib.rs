@@ -18,7 +18,9 @@ pub mod config;
 pub mod devices;
 pub mod journal;
 mod keeper;
+pub mod recovery;
 pub mod rules;
+pub mod selfcheck;
 pub mod server;
 pub mod state;
 pub mod txn;
@@ -137,6 +139,7 @@ pub struct Terminal {
     events: broadcast::Sender<String>,
     service: Mutex<Service>,
     changed: Arc<Notify>,
+    data: bridge::DataPool,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -159,6 +162,8 @@ impl Terminal {
     ) -> Result<Arc<Terminal>, RunError> {
         let journal = EJournal::open(&settings.journal_dir, &settings.terminal_id)?;
         let table = Arc::new(TxnTable::load(&settings.state_dir, &settings.terminal_id)?);
+        // Invariant 2: before anything can use the log, what a crash left open is decided.
+        let recovered = table.recover_after_restart()?;
         let (events, _) = broadcast::channel(1024);
         let changed = Arc::new(Notify::new());
         let mut sinks: Vec<Arc<dyn AlarmSink>> =
@@ -188,12 +193,37 @@ impl Terminal {
             events,
             service: Mutex::new(Service::default()),
             changed,
+            data: bridge::DataPool::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         });
         terminal
             .tasks
             .spawn(watch_status(terminal.clone(), terminal.stop.clone()));
+        {
+            let t = terminal.clone();
+            terminal.tasks.spawn(async move {
+                for line in recovered {
+                    t.gate.journal().note(line).await;
+                }
+                recovery::run_settler(t.clone(), t.stop.clone()).await;
+            });
+        }
+        terminal
+            .tasks
+            .spawn(selfcheck::run(terminal.clone(), terminal.stop.clone()));
+        if terminal.txn.is_some() {
+            let t = terminal.clone();
+            terminal.tasks.spawn(async move {
+                if let Some(client) = t.txn() {
+                    client.run_reversals(t.clone(), t.stop.clone()).await;
+                }
+            });
+            terminal.tasks.spawn(selfcheck::run_sign_on(
+                terminal.clone(),
+                terminal.stop.clone(),
+            ));
+        }
         if let Some(k) = terminal.settings.keeper.clone() {
             terminal
                 .tasks
@@ -225,6 +255,11 @@ impl Terminal {
         &self.gate
     }
 
+    /// The pages' data pool (`data.*`).
+    pub fn data(&self) -> &bridge::DataPool {
+        &self.data
+    }
+
     /// The transaction client, when `[online]` is configured.
     pub fn txn(&self) -> Option<&TxnClient> {
         self.txn.as_ref()
@@ -233,6 +268,18 @@ impl Terminal {
     /// Terminal-wide page events.
     pub fn subscribe_events(&self) -> broadcast::Receiver<String> {
         self.events.subscribe()
+    }
+
+    /// Sends `{"event": name, "data": data}` to every page.
+    pub fn page_event(&self, name: &str, data: serde_json::Value) {
+        let _ = self
+            .events
+            .send(json!({"event": name, "data": data}).to_string());
+    }
+
+    /// Asks the status watcher to look again (something the status depends on changed).
+    pub fn poke_status(&self) {
+        self.changed.notify_one();
     }
 
     /// The aggregated status.
@@ -253,6 +300,9 @@ impl Terminal {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ));
+        }
+        if self.txn.as_ref().is_some_and(|c| !c.signed_on()) {
+            reasons.push("not signed on to online-txn".to_owned());
         }
         for d in devices
             .iter()

@@ -32,7 +32,7 @@ use openteller_proto::device::v1::{
 use crate::alarms::{Alarm, AlarmSink, Severity};
 use crate::config::DeviceSpec;
 use crate::journal::{EJournal, mask_track};
-use crate::state::TxnTable;
+use crate::state::{TxnTable, UnitCount};
 
 /// Why the gate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,11 +104,40 @@ impl std::fmt::Debug for CardData {
     }
 }
 
-#[derive(Debug)]
 struct Session {
     card: CardState,
     data: Option<CardData>,
     wrong_pins: u32,
+    /// PIN change: the EPP's PIN blocks (ISO-0 under the TPK) of the current and the new PIN.
+    pin_change: [Option<Vec<u8>>; 2],
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("card", &self.card)
+            .field("data", &self.data)
+            .field("wrong_pins", &self.wrong_pins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn end(&mut self) {
+        self.card = CardState::Idle;
+        self.data = None;
+        self.wrong_pins = 0;
+        self.pin_change = [None, None];
+    }
+}
+
+/// A step of a PIN change ([`Gate::pin_change_block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinChangeStep {
+    /// The current PIN.
+    Current,
+    /// The new PIN.
+    New,
 }
 
 fn lock(s: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
@@ -149,6 +178,7 @@ pub struct Gate {
     max_pin_attempts: u32,
     paused: AtomicBool,
     in_flight: Arc<AtomicUsize>,
+    settle: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -229,6 +259,11 @@ pub fn completion_text(c: &CommandCompletion) -> String {
     }
 }
 
+/// A card reader command that failed with MEDIAJAM (−200).
+fn jammed(c: &CommandCompletion) -> bool {
+    c.completion.as_ref().is_some_and(|d| d.error_code == -200)
+}
+
 fn succeeded(c: &CommandCompletion) -> bool {
     c.completion
         .as_ref()
@@ -251,10 +286,12 @@ impl Gate {
                 card: CardState::Idle,
                 data: None,
                 wrong_pins: 0,
+                pin_change: [None, None],
             })),
             max_pin_attempts,
             paused: AtomicBool::new(false),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            settle: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -323,6 +360,59 @@ impl Gate {
         }
     }
 
+    /// The host says the PIN tries are exhausted (F39 75) whatever this terminal counted: the
+    /// count goes to the limit and the card must be retained.
+    pub fn record_pin_tries_exceeded(&self) -> PinVerdict {
+        let mut s = lock(&self.session);
+        s.wrong_pins = s.wrong_pins.max(self.max_pin_attempts);
+        PinVerdict::RetainCard
+    }
+
+    /// The configured limit of wrong PINs.
+    pub fn max_pin_attempts(&self) -> u32 {
+        self.max_pin_attempts
+    }
+
+    /// Keeps a PIN block of a PIN change for the open session (replacing that step's; a new
+    /// current PIN forgets the new one).
+    pub fn set_pin_change_block(&self, step: PinChangeStep, block: Vec<u8>) {
+        let mut s = lock(&self.session);
+        match step {
+            PinChangeStep::Current => s.pin_change = [Some(block), None],
+            PinChangeStep::New => s.pin_change[1] = Some(block),
+        }
+    }
+
+    /// The PIN block kept for `step`, if any.
+    pub fn pin_change_block(&self, step: PinChangeStep) -> Option<Vec<u8>> {
+        let s = lock(&self.session);
+        s.pin_change[match step {
+            PinChangeStep::Current => 0,
+            PinChangeStep::New => 1,
+        }]
+        .clone()
+    }
+
+    /// Forgets the PIN change's blocks from `step` on.
+    pub fn clear_pin_change(&self, from: PinChangeStep) {
+        let mut s = lock(&self.session);
+        if from == PinChangeStep::Current {
+            s.pin_change[0] = None;
+        }
+        s.pin_change[1] = None;
+    }
+
+    /// Woken when a dispense or present ended other than as planned (failed, notes not
+    /// taken, no completion): the settler must look at the dispenser and reverse.
+    pub fn settle_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.settle.clone()
+    }
+
+    /// Raises a critical alarm to every sink.
+    pub fn alarm(&self, kind: &'static str, source: &str, message: String) {
+        self.raise(kind, source, message);
+    }
+
     fn raise(&self, kind: &'static str, source: &str, message: String) {
         let alarm = Alarm {
             at_ms: openteller_keeper::unix_ms(),
@@ -361,6 +451,19 @@ impl Gate {
         device: &DeviceSpec,
         command: &Command,
         authorization: Option<&str>,
+    ) -> Result<Admitted, RuleError> {
+        self.admit_counted(device, command, authorization, None)
+            .await
+    }
+
+    /// [`Gate::admit`] with the dispenser's cash unit counters read just before (recorded with
+    /// a dispense's claim, for crash recovery).
+    pub async fn admit_counted(
+        &self,
+        device: &DeviceSpec,
+        command: &Command,
+        authorization: Option<&str>,
+        counters: Option<Vec<UnitCount>>,
     ) -> Result<Admitted, RuleError> {
         use card_reader_command::Command as Idc;
         use cash_dispenser_command::Command as Cdm;
@@ -431,7 +534,13 @@ impl Gate {
                     }
                     if let Err(r) = self
                         .table
-                        .claim_dispense(reference, d.amount, &d.currency, d.present)
+                        .claim_dispense_counted(
+                            reference,
+                            d.amount,
+                            &d.currency,
+                            d.present,
+                            counters,
+                        )
                         .await
                     {
                         return Err(self
@@ -506,11 +615,20 @@ impl Gate {
                     s.card = CardState::Idle;
                 }
             }
-            Kind::CardEnd if ok => {
-                let mut s = lock(&self.session);
-                s.card = CardState::Idle;
-                s.data = None;
-                s.wrong_pins = 0;
+            Kind::CardEnd if ok => lock(&self.session).end(),
+            Kind::CardEnd if jammed(completion) => {
+                // The card is stuck: the session cannot go on; the reader's hardware error
+                // takes the terminal out of service until the self-check's Reset clears it.
+                lock(&self.session).end();
+                detail = " CARD JAMMED: session ended, reader out of service".into();
+                self.raise(
+                    "card_jam",
+                    &admitted.device,
+                    format!(
+                        "{} {} jammed the card ({outcome})",
+                        admitted.device, admitted.command
+                    ),
+                );
             }
             Kind::Dispense(reference) | Kind::Present(reference) => {
                 detail = format!(" ref={reference}");
@@ -519,6 +637,9 @@ impl Gate {
                 }
                 if let Err(e) = self.table.record_outcome(reference, &outcome).await {
                     tracing::error!(error = %e, "cannot record the dispense outcome");
+                }
+                if !ok {
+                    self.settle.notify_one();
                 }
             }
             _ => {}
@@ -539,6 +660,7 @@ impl Gate {
                 if let Err(e) = self.table.record_outcome(r, &outcome).await {
                     tracing::error!(error = %e, "cannot record the dispense outcome");
                 }
+                self.settle.notify_one();
                 format!(" ref={r}")
             }
             _ => String::new(),

@@ -1,14 +1,36 @@
-//! The transaction-state table: the host-approved withdrawal authorisations this terminal may
-//! dispense against (invariant 1), kept in memory and persisted in `<state dir>/transactions.json`
-//! with atomic replacement (temp file, fsync, rename, fsync of the directory), so `kill -9` at
-//! any moment leaves the old or the new table, never a torn one.
+//! The durable transaction log (invariant 2) and the dispense authorisations (invariant 1):
+//! one entry per financial transaction of this terminal, kept in memory and persisted in
+//! `<state dir>/transactions.json` with atomic replacement (temp file, fsync, rename, fsync of
+//! the directory), so `kill -9` at any moment leaves the old or the new table, never a torn one.
 //!
-//! An authorisation moves `approved → dispensed → presented` (or straight to `presented` for a
-//! dispense that presents at once). The move is persisted **before** the command goes to the
-//! dispenser, so a crash during a dispense can never make the same authorisation usable again.
+//! Every step is saved **before** it is taken:
 //!
-//! Only the transaction client (phase 2) creates authorisations, through [`TxnTable::approve`];
-//! nothing a page sends can reach it.
+//! ```text
+//! requested ─▶ approved ─▶ dispensed ─▶ presented ─▶ completed       (withdrawal)
+//!     │            │           │            │
+//!     └────────────┴───────────┴────────────┴──▶ reversal_pending ─▶ reversed
+//! requested ─▶ completed | declined | reversal_pending                 (transfer, PIN change)
+//! ```
+//!
+//! - `requested`: the 0200 is about to be sent (its STAN, date and time are here, so it can be
+//!   reversed whatever happens next);
+//! - `approved`: the host approved a withdrawal: the authorisation a dispense must name;
+//! - `dispensed` / `presented`: a dispense / present was sent (the claim is saved before the
+//!   command goes to the dispenser, so a crash can never make the authorisation usable again);
+//!   `outcome` records how the command ended;
+//! - `reversal_pending`: a durable reversal queue entry (amount the customer got, attempts,
+//!   next attempt); `reversed` when online-txn acknowledged it; `unresolved` when the log
+//!   cannot tell and an operator must (e.g. an authorisation written by a tool without its 8583
+//!   identity that was then dispensed and failed). Such tool-written approvals are left as they
+//!   are at start-up.
+//!
+//! Only the transaction client creates entries ([`TxnTable::log_request`], and
+//! [`TxnTable::approve`] for tests and tools); nothing a page sends can reach them.
+//!
+//! **Test hook.** With `OPENTELLER_TEST_CRASH_AT=<step>` in the environment, the process kills
+//! itself with SIGKILL right after the save of that step ([`crash_point`]): `requested`,
+//! `approved`, `dispensing`, `dispensed`, `presenting`, `completed`, `reversal_queued`,
+//! `reversal_sending`. Never set it in production.
 
 use std::path::{Path, PathBuf};
 
@@ -16,41 +38,164 @@ use serde::{Deserialize, Serialize};
 
 /// The file name inside the state directory.
 pub const STATE_FILE: &str = "transactions.json";
+/// The environment variable of the crash test hook.
+pub const CRASH_VAR: &str = "OPENTELLER_TEST_CRASH_AT";
+/// Final entries (completed, declined, reversed) kept in the file; older ones are dropped.
+const KEEP_FINAL: usize = 500;
 
-/// Where an authorisation stands.
+/// Kills the process (SIGKILL, no clean-up) when [`CRASH_VAR`] names `step`: the test hook for
+/// crash recovery. Does nothing otherwise.
+pub fn crash_point(step: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(CRASH_VAR).ok().filter(|s| !s.is_empty()));
+    if at.as_deref() == Some(step) {
+        eprintln!("terminal-native: {CRASH_VAR}={step}: killing myself");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        std::process::abort();
+    }
+}
+
+/// Where a transaction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthState {
-    /// Approved by the host; nothing dispensed yet.
+    /// The request is about to be sent; no answer yet.
+    Requested,
+    /// A withdrawal approved by the host; nothing dispensed yet.
     Approved,
     /// A dispense was sent to the dispenser (notes stacked, or the attempt failed).
     Dispensed,
-    /// The notes were presented to the customer.
+    /// The notes were presented to the customer (or the present was sent).
     Presented,
+    /// Done: notes taken, transfer or PIN change approved.
+    Completed,
+    /// The host declined; nothing to undo.
+    Declined,
+    /// A reversal is queued (see `reversal`).
+    ReversalPending,
+    /// online-txn acknowledged the reversal.
+    Reversed,
+    /// The log cannot settle it; an operator must reconcile it.
+    Unresolved,
 }
 
-/// One host-approved withdrawal.
+impl AuthState {
+    /// Nothing is left to do.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            AuthState::Completed
+                | AuthState::Declined
+                | AuthState::Reversed
+                | AuthState::Unresolved
+        )
+    }
+}
+
+/// What kind of financial transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnKind {
+    /// F3 01: cash withdrawal (the only kind that authorises a dispense).
+    #[default]
+    Withdrawal,
+    /// F3 40: transfer.
+    Transfer,
+    /// F3 70: PIN change.
+    PinChange,
+}
+
+/// The 8583 identity of the original request, what a reversal names (no PAN, no PIN).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Original {
+    /// F11.
+    pub stan: String,
+    /// F12 hhmmss.
+    pub time: String,
+    /// F13 MMDD.
+    pub date: String,
+    /// F3.
+    pub processing_code: String,
+    /// F49 (numeric), when the request had one.
+    pub currency_numeric: Option<String>,
+}
+
+/// A queued reversal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reversal {
+    /// Why (journaled).
+    pub reason: String,
+    /// Minor units the customer did get (0 = full reversal; less than the amount: partial,
+    /// sent in F95).
+    pub delivered: u64,
+    /// Attempts sent so far (the first is a 0400, repeats are 0401).
+    pub attempts: u32,
+    /// Not before (ms since the epoch).
+    pub next_at_ms: u64,
+    /// When it was queued.
+    pub queued_at_ms: u64,
+    /// What the last attempt got.
+    pub last_result: Option<String>,
+}
+
+/// Cash unit counters of the dispenser, taken just before a dispense: after a crash they tell
+/// how many notes were presented for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitCount {
+    /// Cash unit number.
+    pub number: u32,
+    /// Note value in minor units.
+    pub denomination: u64,
+    /// Cumulative presented counter.
+    pub presented: u32,
+    /// Cumulative dispensed counter.
+    pub dispensed: u32,
+}
+
+/// One transaction of this terminal (for a withdrawal: the authorisation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
-    /// The host's approval reference (e.g. RRN + auth code), unique per terminal.
+    /// Unique per terminal: `F41-F11-F13` for the transaction client's entries; the
+    /// authorisation a dispense names.
     pub reference: String,
     /// The terminal the host approved it for.
     pub terminal_id: String,
-    /// Minor units.
+    /// Minor units (0 for a PIN change).
     pub amount: u64,
     /// ISO 4217.
     pub currency: String,
     /// Where it stands.
     pub state: AuthState,
-    /// When it was approved (ms since the epoch).
+    /// When it was logged (requested, or approved for [`TxnTable::approve`]) (ms since the
+    /// epoch).
     pub approved_at_ms: u64,
     /// When the dispense was sent.
     #[serde(default)]
     pub dispensed_at_ms: Option<u64>,
-    /// How the dispense ended (`SUCCESS`, `COMMAND_ERROR -306 NOTDISPENSABLE`, `unknown: …`).
+    /// How the dispense / present ended (`SUCCESS`, `COMMAND_ERROR -335 ITEMSNOTTAKEN`,
+    /// `unknown: …`, `interrupted: …`).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// Withdrawal, transfer or PIN change.
+    #[serde(default)]
+    pub kind: TxnKind,
+    /// The request's 8583 identity (absent for hand-written authorisations).
+    #[serde(default)]
+    pub original: Option<Original>,
+    /// The host's F37.
+    #[serde(default)]
+    pub rrn: Option<String>,
+    /// The dispenser's counters before the dispense.
+    #[serde(default)]
+    pub counters_before: Option<Vec<UnitCount>>,
+    /// The reversal, once queued.
+    #[serde(default)]
+    pub reversal: Option<Reversal>,
 }
 
 impl Authorization {
@@ -92,6 +237,9 @@ pub enum StateError {
     /// `approve` with an empty reference or currency, or a zero amount.
     #[error("invalid authorisation: {0}")]
     Invalid(String),
+    /// No entry of that reference.
+    #[error("no transaction {0} in the log")]
+    Unknown(String),
 }
 
 /// Why a dispense or present was refused by the table.
@@ -116,6 +264,9 @@ pub enum Refusal {
     /// A dispense was already sent against it.
     #[error("authorisation {0} was dispensed already")]
     AlreadyDispensed(String),
+    /// Not (or no longer) an approved withdrawal: requested, declined, reversed, a transfer…
+    #[error("transaction {0} is not an approved withdrawal (state {1:?})")]
+    NotApproved(String, AuthState),
     /// Present without a dispense of this authorisation waiting in the stacker.
     #[error("authorisation {0} has no stacked notes to present")]
     NothingStacked(String),
@@ -170,29 +321,119 @@ impl TxnTable {
         })
     }
 
-    /// Records a host approval for this terminal. Phase 2's transaction client is the only
-    /// production caller; tests use it through the library.
+    /// Start-up recovery, before anything else may use the table: a request without a
+    /// recorded answer and an approval never dispensed are queued for a full reversal; a
+    /// dispense or present under way (or notes stacked) when the process stopped gets the
+    /// outcome `interrupted: …` so the settler looks at the dispenser. Answers the journal
+    /// lines to write.
+    pub fn recover_after_restart(&self) -> Result<Vec<String>, StateError> {
+        let Ok(mut auths) = self.inner.try_lock() else {
+            return Err(StateError::Invalid("the table is in use".into()));
+        };
+        let now = now_ms();
+        let mut next = auths.clone();
+        let mut lines = Vec::new();
+        for a in next.iter_mut() {
+            let before = a.state;
+            match a.state {
+                // Written by a tool or a test, not by the transaction client: it has no 8583
+                // identity to reverse with, and stays as it was written.
+                AuthState::Approved if a.original.is_none() => {}
+                AuthState::Requested | AuthState::Approved => {
+                    let reason = if a.state == AuthState::Requested {
+                        "restart: the request has no recorded answer"
+                    } else {
+                        "restart: approved, never dispensed"
+                    };
+                    if a.original.is_some() {
+                        a.state = AuthState::ReversalPending;
+                        a.reversal = Some(Reversal {
+                            reason: reason.into(),
+                            delivered: 0,
+                            attempts: 0,
+                            next_at_ms: now,
+                            queued_at_ms: now,
+                            last_result: None,
+                        });
+                    } else {
+                        a.state = AuthState::Unresolved;
+                        a.outcome = Some(format!("needs reconciliation: {reason}"));
+                    }
+                    lines.push(format!(
+                        "RECOVERY ref={} {:?} {} {} {before:?} -> {:?}: {reason}",
+                        a.reference, a.kind, a.amount, a.currency, a.state
+                    ));
+                }
+                AuthState::Dispensed | AuthState::Presented => {
+                    let was = a.outcome.clone().unwrap_or_else(|| "no completion".into());
+                    a.outcome = Some(format!("interrupted: restart ({was})"));
+                    lines.push(format!(
+                        "RECOVERY ref={} {} {} {before:?} ({was}) interrupted: the dispenser decides",
+                        a.reference, a.amount, a.currency
+                    ));
+                }
+                AuthState::ReversalPending => lines.push(format!(
+                    "RECOVERY ref={} reversal still pending: resent",
+                    a.reference
+                )),
+                _ => {}
+            }
+        }
+        if next != *auths {
+            let file = TableFile {
+                version: 1,
+                authorizations: next.clone(),
+            };
+            let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Io {
+                path: self.dir.join(STATE_FILE),
+                source: std::io::Error::other(e),
+            })?;
+            write_atomic(&self.dir, STATE_FILE, &bytes)?;
+            *auths = next;
+        }
+        Ok(lines)
+    }
+
+    fn check_new(reference: &str, currency: &str) -> Result<(), StateError> {
+        if reference.is_empty() || reference.len() > 64 {
+            return Err(StateError::Invalid(
+                "reference must be 1-64 characters".into(),
+            ));
+        }
+        if currency.len() != 3 {
+            return Err(StateError::Invalid(
+                "currency must be an ISO 4217 code".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn insert(&self, auth: Authorization) -> Result<Authorization, StateError> {
+        let mut auths = self.inner.lock().await;
+        if auths.iter().any(|a| a.reference == auth.reference) {
+            return Err(StateError::Duplicate(auth.reference));
+        }
+        let mut next = auths.clone();
+        next.push(auth.clone());
+        prune(&mut next);
+        self.save(&next).await?;
+        *auths = next;
+        Ok(auth)
+    }
+
+    /// Records a host approval for this terminal without an 8583 identity (tests and tools;
+    /// such an authorisation cannot be reversed automatically).
     pub async fn approve(
         &self,
         reference: &str,
         amount: u64,
         currency: &str,
     ) -> Result<Authorization, StateError> {
-        if reference.is_empty() || reference.len() > 64 {
-            return Err(StateError::Invalid(
-                "reference must be 1-64 characters".into(),
-            ));
+        Self::check_new(reference, currency)?;
+        if amount == 0 {
+            return Err(StateError::Invalid("amount must be > 0".into()));
         }
-        if amount == 0 || currency.len() != 3 {
-            return Err(StateError::Invalid(
-                "amount must be > 0 and currency an ISO 4217 code".into(),
-            ));
-        }
-        let mut auths = self.inner.lock().await;
-        if auths.iter().any(|a| a.reference == reference) {
-            return Err(StateError::Duplicate(reference.to_owned()));
-        }
-        let auth = Authorization {
+        self.insert(Authorization {
             reference: reference.to_owned(),
             terminal_id: self.terminal_id.clone(),
             amount,
@@ -201,12 +442,118 @@ impl TxnTable {
             approved_at_ms: now_ms(),
             dispensed_at_ms: None,
             outcome: None,
+            kind: TxnKind::Withdrawal,
+            original: None,
+            rrn: None,
+            counters_before: None,
+            reversal: None,
+        })
+        .await
+    }
+
+    /// Logs a request about to be sent (state `requested`); crash point `requested`.
+    pub async fn log_request(
+        &self,
+        reference: &str,
+        kind: TxnKind,
+        amount: u64,
+        currency: &str,
+        original: Original,
+    ) -> Result<Authorization, StateError> {
+        Self::check_new(reference, currency)?;
+        let a = self
+            .insert(Authorization {
+                reference: reference.to_owned(),
+                terminal_id: self.terminal_id.clone(),
+                amount,
+                currency: currency.to_owned(),
+                state: AuthState::Requested,
+                approved_at_ms: now_ms(),
+                dispensed_at_ms: None,
+                outcome: None,
+                kind,
+                original: Some(original),
+                rrn: None,
+                counters_before: None,
+                reversal: None,
+            })
+            .await?;
+        crash_point("requested");
+        Ok(a)
+    }
+
+    /// Applies `change` to entry `reference` and saves the result before returning it.
+    pub async fn update<F>(&self, reference: &str, change: F) -> Result<Authorization, StateError>
+    where
+        F: FnOnce(&mut Authorization),
+    {
+        let mut auths = self.inner.lock().await;
+        let Some(i) = auths.iter().position(|a| a.reference == reference) else {
+            return Err(StateError::Unknown(reference.to_owned()));
         };
         let mut next = auths.clone();
-        next.push(auth.clone());
+        change(&mut next[i]);
+        let updated = next[i].clone();
+        prune(&mut next);
         self.save(&next).await?;
         *auths = next;
-        Ok(auth)
+        Ok(updated)
+    }
+
+    /// The host's answer to a logged request: a withdrawal approved becomes `approved`
+    /// (crash point `approved`), a transfer or PIN change approved `completed`, anything
+    /// else `declined`.
+    pub async fn answered(
+        &self,
+        reference: &str,
+        approved: bool,
+        rrn: Option<String>,
+    ) -> Result<Authorization, StateError> {
+        let a = self
+            .update(reference, |a| {
+                a.rrn = rrn;
+                a.state = match (approved, a.kind) {
+                    (false, _) => AuthState::Declined,
+                    (true, TxnKind::Withdrawal) => AuthState::Approved,
+                    (true, _) => AuthState::Completed,
+                };
+            })
+            .await?;
+        if a.state == AuthState::Approved {
+            crash_point("approved");
+        }
+        Ok(a)
+    }
+
+    /// Queues a reversal of `reference` (the customer got `delivered` minor units); crash
+    /// point `reversal_queued`.
+    pub async fn queue_reversal(
+        &self,
+        reference: &str,
+        reason: &str,
+        delivered: u64,
+    ) -> Result<Authorization, StateError> {
+        let now = now_ms();
+        let a = self
+            .update(reference, |a| {
+                if a.original.is_none() {
+                    a.state = AuthState::Unresolved;
+                    a.outcome = Some(format!("needs reconciliation: {reason}"));
+                    return;
+                }
+                a.state = AuthState::ReversalPending;
+                a.reversal = Some(Reversal {
+                    reason: reason.to_owned(),
+                    delivered,
+                    attempts: 0,
+                    next_at_ms: now,
+                    queued_at_ms: now,
+                    last_result: None,
+                });
+            })
+            .await?;
+        crash_point("reversal_queued");
+        Ok(a)
     }
 
     /// One authorisation.
@@ -225,13 +572,27 @@ impl TxnTable {
     }
 
     /// Checks a dispense of `amount currency` against `reference` and, if allowed, marks it
-    /// dispensed (or presented, with `present`) and saves that before returning.
+    /// dispensed (or presented, with `present`) with the dispenser's counters and saves that
+    /// before returning; crash point `dispensing`.
     pub async fn claim_dispense(
         &self,
         reference: &str,
         amount: u64,
         currency: &str,
         present: bool,
+    ) -> Result<(), Refusal> {
+        self.claim_dispense_counted(reference, amount, currency, present, None)
+            .await
+    }
+
+    /// [`TxnTable::claim_dispense`] recording the dispenser's counters before the dispense.
+    pub async fn claim_dispense_counted(
+        &self,
+        reference: &str,
+        amount: u64,
+        currency: &str,
+        present: bool,
+        counters: Option<Vec<UnitCount>>,
     ) -> Result<(), Refusal> {
         let mut auths = self.inner.lock().await;
         let Some(i) = auths.iter().position(|a| a.reference == reference) else {
@@ -241,8 +602,15 @@ impl TxnTable {
         if a.terminal_id != self.terminal_id {
             return Err(Refusal::OtherTerminal(reference.to_owned()));
         }
-        if a.dispensed() {
-            return Err(Refusal::AlreadyDispensed(reference.to_owned()));
+        match a.state {
+            AuthState::Approved if a.kind == TxnKind::Withdrawal => {}
+            AuthState::Dispensed | AuthState::Presented | AuthState::Completed => {
+                return Err(Refusal::AlreadyDispensed(reference.to_owned()));
+            }
+            AuthState::ReversalPending | AuthState::Reversed if a.dispensed_at_ms.is_some() => {
+                return Err(Refusal::AlreadyDispensed(reference.to_owned()));
+            }
+            other => return Err(Refusal::NotApproved(reference.to_owned(), other)),
         }
         if a.amount != amount || !a.currency.eq_ignore_ascii_case(currency) {
             return Err(Refusal::Mismatch {
@@ -258,14 +626,18 @@ impl TxnTable {
             AuthState::Dispensed
         };
         next[i].dispensed_at_ms = Some(now_ms());
+        next[i].counters_before = counters;
         self.save(&next)
             .await
             .map_err(|e| Refusal::NotSaved(e.to_string()))?;
         *auths = next;
+        drop(auths);
+        crash_point("dispensing");
         Ok(())
     }
 
-    /// Checks a present of the notes stacked for `reference` and marks it presented.
+    /// Checks a present of the notes stacked for `reference` and marks it presented; crash
+    /// point `presenting`.
     pub async fn claim_present(&self, reference: &str) -> Result<(), Refusal> {
         let mut auths = self.inner.lock().await;
         let Some(i) = auths.iter().position(|a| a.reference == reference) else {
@@ -274,28 +646,44 @@ impl TxnTable {
         if auths[i].terminal_id != self.terminal_id {
             return Err(Refusal::OtherTerminal(reference.to_owned()));
         }
-        if auths[i].state != AuthState::Dispensed {
+        if auths[i].state != AuthState::Dispensed || auths[i].outcome.as_deref() != Some("SUCCESS")
+        {
             return Err(Refusal::NothingStacked(reference.to_owned()));
         }
         let mut next = auths.clone();
         next[i].state = AuthState::Presented;
+        next[i].outcome = None;
         self.save(&next)
             .await
             .map_err(|e| Refusal::NotSaved(e.to_string()))?;
         *auths = next;
+        drop(auths);
+        crash_point("presenting");
         Ok(())
     }
 
-    /// Records how a dispense or present ended (kept for the phase-2 reconciliation).
+    /// Records how a dispense or present ended. A present that succeeded (the customer took
+    /// the notes) completes the withdrawal (crash point `completed`); a dispense that stacked
+    /// the notes has crash point `dispensed`.
     pub async fn record_outcome(&self, reference: &str, outcome: &str) -> Result<(), StateError> {
-        let mut auths = self.inner.lock().await;
-        let Some(i) = auths.iter().position(|a| a.reference == reference) else {
-            return Ok(());
+        let updated = match self
+            .update(reference, |a| {
+                a.outcome = Some(outcome.to_owned());
+                if a.state == AuthState::Presented && outcome == "SUCCESS" {
+                    a.state = AuthState::Completed;
+                }
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(StateError::Unknown(_)) => return Ok(()),
+            Err(e) => return Err(e),
         };
-        let mut next = auths.clone();
-        next[i].outcome = Some(outcome.to_owned());
-        self.save(&next).await?;
-        *auths = next;
+        match updated.state {
+            AuthState::Completed => crash_point("completed"),
+            AuthState::Dispensed if outcome == "SUCCESS" => crash_point("dispensed"),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -317,6 +705,23 @@ impl TxnTable {
             }),
         }
     }
+}
+
+/// Drops the oldest final entries beyond [`KEEP_FINAL`].
+fn prune(auths: &mut Vec<Authorization>) {
+    let finals = auths.iter().filter(|a| a.state.is_final()).count();
+    let mut drop_n = finals.saturating_sub(KEEP_FINAL);
+    if drop_n == 0 {
+        return;
+    }
+    auths.retain(|a| {
+        if drop_n > 0 && a.state.is_final() {
+            drop_n -= 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
@@ -371,12 +776,119 @@ mod tests {
         );
         let again = TxnTable::load(dir.path(), "T1").unwrap();
         assert_eq!(again.get("R1").await.unwrap().state, AuthState::Dispensed);
+        assert!(matches!(
+            again.claim_present("R1").await,
+            Err(Refusal::NothingStacked(_))
+        ));
+        again.record_outcome("R1", "SUCCESS").await.unwrap();
         again.claim_present("R1").await.unwrap();
+        again.record_outcome("R1", "SUCCESS").await.unwrap();
+        assert_eq!(again.get("R1").await.unwrap().state, AuthState::Completed);
         assert!(again.claim_present("R1").await.is_err());
         assert!(matches!(
             again.claim_dispense("R2", 1, "CNY", true).await,
             Err(Refusal::Unknown(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn logs_requests_answers_and_reversals() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TxnTable::load(dir.path(), "T1").unwrap();
+        let original = Original {
+            stan: "000007".into(),
+            time: "101500".into(),
+            date: "1122".into(),
+            processing_code: "010000".into(),
+            currency_numeric: Some("156".into()),
+        };
+        t.log_request(
+            "T1-000007-1122",
+            TxnKind::Withdrawal,
+            500,
+            "CNY",
+            original.clone(),
+        )
+        .await
+        .unwrap();
+        // Not approved yet: no dispense.
+        assert!(matches!(
+            t.claim_dispense("T1-000007-1122", 500, "CNY", false).await,
+            Err(Refusal::NotApproved(_, AuthState::Requested))
+        ));
+        let a = t
+            .answered("T1-000007-1122", true, Some("000000000042".into()))
+            .await
+            .unwrap();
+        assert_eq!(a.state, AuthState::Approved);
+        let q = t.queue_reversal("T1-000007-1122", "test", 0).await.unwrap();
+        assert_eq!(q.state, AuthState::ReversalPending);
+        assert!(matches!(
+            t.claim_dispense("T1-000007-1122", 500, "CNY", false).await,
+            Err(Refusal::NotApproved(_, AuthState::ReversalPending))
+        ));
+        // A transfer approved is complete; declines are final.
+        t.log_request(
+            "T1-000008-1122",
+            TxnKind::Transfer,
+            100,
+            "CNY",
+            original.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            t.answered("T1-000008-1122", true, None)
+                .await
+                .unwrap()
+                .state,
+            AuthState::Completed
+        );
+        t.log_request("T1-000009-1122", TxnKind::PinChange, 0, "CNY", original)
+            .await
+            .unwrap();
+        assert_eq!(
+            t.answered("T1-000009-1122", false, None)
+                .await
+                .unwrap()
+                .state,
+            AuthState::Declined
+        );
+        // A hand-written authorisation cannot be reversed automatically.
+        t.approve("R1", 100, "CNY").await.unwrap();
+        assert_eq!(
+            t.queue_reversal("R1", "test", 0).await.unwrap().state,
+            AuthState::Unresolved
+        );
+        let again = TxnTable::load(dir.path(), "T1").unwrap();
+        assert_eq!(again.all().await, t.all().await);
+    }
+
+    #[test]
+    fn prunes_only_final_entries() {
+        let entry = |i: usize, state| Authorization {
+            reference: format!("R{i}"),
+            terminal_id: "T1".into(),
+            amount: 1,
+            currency: "CNY".into(),
+            state,
+            approved_at_ms: 0,
+            dispensed_at_ms: None,
+            outcome: None,
+            kind: TxnKind::Withdrawal,
+            original: None,
+            rrn: None,
+            counters_before: None,
+            reversal: None,
+        };
+        let mut v: Vec<_> = (0..KEEP_FINAL + 10)
+            .map(|i| entry(i, AuthState::Completed))
+            .collect();
+        v.insert(0, entry(9999, AuthState::ReversalPending));
+        prune(&mut v);
+        assert_eq!(v.len(), KEEP_FINAL + 1);
+        assert_eq!(v[0].reference, "R9999");
+        assert_eq!(v[1].reference, "R10");
     }
 
     #[tokio::test]

@@ -8,24 +8,37 @@
 //!   gate holds ([`Gate::track2_for_host`]), the PIN block ISO-0 under the TPK made by the EPP
 //!   (`GetPinBlock`), the MAC X9.19 under the TAK made by the EPP (`GenerateMac`), checked on the
 //!   answer too. The host's PIN verdict goes to [`Gate::record_pin_verification`].
-//! - A withdrawal approved (F39 = 00) becomes an authorisation in the transaction-state table
-//!   ([`crate::state::TxnTable::approve`], reference = F37, else `F41-F11-F13`): this client is
-//!   its only creator. A withdrawal that got no answer, or whose approval cannot be recorded,
-//!   is reversed (0400 naming the original F11 / F13) on a best-effort basis.
+//! - **Transfer** (0200 40 0000, F103 the destination account) and **PIN change** (0200
+//!   700000, F52 the current PIN block, F62 the new one, both made by the EPP).
+//! - Every withdrawal, transfer and PIN change is written to the durable transaction log
+//!   ([`crate::state::TxnTable::log_request`], reference `F41-F11-F13`) **before** the 0200
+//!   goes out; the answer is recorded before the page hears it. An approved withdrawal is the
+//!   authorisation a dispense must name: this client is its only creator.
+//! - A request that got no answer, a bad answer, or whose approval cannot be recorded is
+//!   queued for reversal in the log; the **reversal worker** ([`TxnClient::run_reversals`])
+//!   sends 0400, then 0401 repeats with back-off until online-txn acknowledges (00, or 25:
+//!   nothing to undo), across restarts. A partial reversal (part of the notes taken) carries
+//!   F95 = the dispensed amount (12 digits) + 30 zeros.
+//! - A wrong PIN (55) is counted by the gate; at `max_pin_attempts` (or on 75, PIN tries
+//!   exceeded) the card is retained through the reader and the answer says `cardRetained`.
+//! - A0 (MAC error) or A7 (not signed on) drop the sign-on; the sign-on task
+//!   ([`crate::selfcheck::run_sign_on`]) signs on again.
+//! - One transaction at a time: a second `txn.*` while one runs is a `SEQUENCE_ERROR`.
 //! - STANs are allocated from `<state dir>/stan.json`, saved before use.
 //! - One exchange at a time on one lazily opened connection; answers are matched on response
 //!   MTI, F11 and F41 (others — late answers — are dropped); a timeout closes the connection.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use openteller_codec::framing::{Framer, LengthPrefix};
 use openteller_codec::{FieldValue, Message, Spec, Subfield};
 use openteller_proto::device::v1::{
-    Command, CompletionCode, GenerateMac, GetPinBlock, ImportKey, KeyAlgorithm, KeyUsage,
-    MacAlgorithm, PinBlockFormat, PinPadCommand, command, command_completion, command_reply,
-    pin_pad_command, pin_pad_result,
+    CompletionCode, GenerateMac, GetPinBlock, ImportKey, KeyAlgorithm, KeyUsage, MacAlgorithm,
+    PinBlockFormat, PinPadCommand, command, command_completion, pin_pad_command, pin_pad_result,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -34,9 +47,8 @@ use tokio::net::TcpStream;
 
 use crate::Terminal;
 use crate::config::OnlineSpec;
-use crate::devices::DeviceManager;
-use crate::rules::PinVerdict;
-use crate::state::{StateError, write_atomic};
+use crate::rules::{PinChangeStep, PinVerdict};
+use crate::state::{AuthState, Original, StateError, TxnKind, crash_point, write_atomic};
 
 /// Largest 8583 payload accepted (the `cup` profile's maximum).
 const MAX_FRAME: usize = 4096;
@@ -68,6 +80,9 @@ pub enum TxnError {
     /// The EPP (PIN pad) refused or failed.
     #[error("PIN pad: {0}")]
     Device(String),
+    /// PIN change: the confirmation differs from the new PIN.
+    #[error("the confirmation does not match the new PIN: enter the new PIN again")]
+    PinMismatch,
     /// The STAN or the authorisation could not be saved.
     #[error(transparent)]
     State(#[from] StateError),
@@ -83,6 +98,7 @@ impl TxnError {
             TxnError::Timeout(_) => "HOST_TIMEOUT",
             TxnError::BadAnswer(_) => "HOST_ERROR",
             TxnError::Device(_) => "DEVICE_ERROR",
+            TxnError::PinMismatch => "PIN_MISMATCH",
             TxnError::State(_) => "STATE_ERROR",
         }
     }
@@ -105,6 +121,22 @@ pub struct TxnOutcome {
     /// After a wrong PIN (F39 = 55): attempts left; 0 = the card must be retained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_tries_left: Option<u32>,
+    /// The PIN limit was reached and the host retained the card (the session is over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_retained: Option<bool>,
+}
+
+impl TxnOutcome {
+    fn code(response_code: String) -> TxnOutcome {
+        TxnOutcome {
+            approved: response_code == "00",
+            response_code,
+            balance: None,
+            authorization: None,
+            pin_tries_left: None,
+            card_retained: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -123,6 +155,10 @@ pub struct TxnClient {
     stan: tokio::sync::Mutex<Option<u32>>,
     signed_on: AtomicBool,
     seq: AtomicU64,
+    /// One customer transaction (or sign-on, or reversal) at a time.
+    busy: tokio::sync::Mutex<()>,
+    sign_on_wanted: Arc<tokio::sync::Notify>,
+    reversals: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for TxnClient {
@@ -204,6 +240,54 @@ fn now_fields() -> (String, String) {
     )
 }
 
+/// The F95 of a partial reversal: the amount dispensed (12 digits) and 30 zeros.
+pub fn partial_f95(delivered: u64) -> String {
+    format!("{delivered:012}{}", "0".repeat(30))
+}
+
+/// The reversal message of a logged transaction (0400, or 0401 for a repeat): the original's
+/// F3, F4, F11, F12, F13, F49, this terminal's F41 / F42, F39 the reason, and F95 for a
+/// partial reversal. No PAN: online-txn finds the original by F41 + F11 + F13.
+pub fn reversal_message(
+    terminal_id: &str,
+    merchant_id: &str,
+    original: &Original,
+    amount: u64,
+    delivered: u64,
+    repeat: bool,
+    reason_code: &str,
+) -> Message {
+    let mut m = Message::new(if repeat { "0401" } else { "0400" })
+        .with_tpdu(vec![0x60, 0x00, 0x01, 0x00, 0x00])
+        .with_header(vec![0x60, 0x31, 0x00, 0x00, 0x00, 0x00])
+        .with(3, original.processing_code.clone())
+        .with(11, original.stan.clone())
+        .with(12, original.time.clone())
+        .with(13, original.date.clone())
+        .with(39, reason_code)
+        .with(41, terminal_id.to_owned())
+        .with(42, format!("{merchant_id:<15.15}"));
+    if amount > 0 {
+        m.set(4, format!("{amount:012}"));
+    }
+    if let Some(c) = &original.currency_numeric {
+        m.set(49, c.clone());
+    }
+    if delivered > 0 && delivered < amount {
+        m.set(95, partial_f95(delivered));
+    }
+    m
+}
+
+/// A 0200 to send: processing code, kind, amount and the extra fields.
+struct Request {
+    kind: Option<TxnKind>,
+    pcode: &'static str,
+    amount: Option<(u64, String)>,
+    pin_block: Option<Vec<u8>>,
+    extra: Vec<(u16, FieldValue)>,
+}
+
 impl TxnClient {
     /// A client for `online`; nothing is opened until the first request.
     pub fn new(
@@ -222,12 +306,44 @@ impl TxnClient {
             stan: tokio::sync::Mutex::new(None),
             signed_on: AtomicBool::new(false),
             seq: AtomicU64::new(1),
+            busy: tokio::sync::Mutex::new(()),
+            sign_on_wanted: Arc::new(tokio::sync::Notify::new()),
+            reversals: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
-    /// Whether a sign-on succeeded since start.
+    /// Whether a sign-on succeeded since start (and no answer said the keys are bad since).
     pub fn signed_on(&self) -> bool {
         self.signed_on.load(Ordering::SeqCst)
+    }
+
+    /// The configured PIN pad (the EPP holding the keys).
+    pub fn pinpad_name(&self) -> &str {
+        &self.online.pinpad
+    }
+
+    /// Woken when the keys are lost and a sign-on is wanted.
+    pub fn sign_on_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.sign_on_wanted.clone()
+    }
+
+    /// Wakes the reversal worker (a reversal was queued).
+    pub fn wake_reversals(&self) {
+        self.reversals.notify_one();
+    }
+
+    fn keys_lost(&self, t: &Terminal, why: &str) {
+        if self.signed_on.swap(false, Ordering::SeqCst) {
+            tracing::warn!(why, "working keys rejected; signing on again");
+        }
+        self.sign_on_wanted.notify_one();
+        t.poke_status();
+    }
+
+    fn begin(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, TxnError> {
+        self.busy
+            .try_lock()
+            .map_err(|_| TxnError::Sequence("a transaction is in progress".into()))
     }
 
     /// The next STAN (000001–999999), saved in the state directory before it is used.
@@ -393,70 +509,49 @@ impl TxnClient {
         t: &Terminal,
         c: pin_pad_command::Command,
     ) -> Result<Option<pin_pad_result::Result>, TxnError> {
-        let devices = t.devices();
-        let spec = devices
-            .spec(&self.online.pinpad)
-            .map_err(|e| TxnError::Device(e.to_string()))?
-            .clone();
-        let cmd = Command {
-            request_id: format!("txn-{}", self.seq.fetch_add(1, Ordering::Relaxed)),
-            timeout_ms: self.online.device_timeout.as_millis() as u32,
-            command: Some(command::Command::PinPad(PinPadCommand { command: Some(c) })),
-        };
-        let gate = t.gate();
-        let admitted = gate
-            .admit(&spec, &cmd, None)
-            .await
-            .map_err(|e| TxnError::Sequence(e.to_string()))?;
-        let mut stream = match devices.execute(&spec.name, cmd).await {
-            Ok(s) => s,
-            Err(e) => {
-                gate.abandon(admitted, &e.to_string()).await;
-                return Err(TxnError::Device(e.to_string()));
-            }
-        };
-        loop {
-            match stream.message().await {
-                Ok(Some(reply)) => {
-                    if let Some(command_reply::Reply::Completion(mut c)) = reply.reply {
-                        gate.finish(admitted, &mut c).await;
-                        let done = c.completion.unwrap_or_default();
-                        if done.code != CompletionCode::Success as i32 {
-                            return Err(TxnError::Device(format!(
-                                "{} {}",
-                                crate::rules::completion_text(
-                                    &openteller_proto::device::v1::CommandCompletion {
-                                        completion: Some(done.clone()),
-                                        result: None,
-                                    }
-                                ),
-                                done.description
-                            )));
-                        }
-                        return Ok(match c.result {
-                            Some(command_completion::Result::PinPad(p)) => p.result,
-                            _ => None,
-                        });
-                    }
-                }
-                Ok(None) => {
-                    gate.abandon(admitted, "the stream ended without a completion")
-                        .await;
-                    return Err(TxnError::Device(
-                        "the stream ended without a completion".into(),
-                    ));
-                }
-                Err(status) => {
-                    let e = DeviceManager::stream_error(&spec.name, status);
-                    gate.abandon(admitted, &e.to_string()).await;
-                    return Err(TxnError::Device(e.to_string()));
-                }
-            }
+        let rid = format!("txn-{}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let c = command::Command::PinPad(PinPadCommand { command: Some(c) });
+        let done = crate::recovery::host_command(
+            t,
+            &self.online.pinpad,
+            rid,
+            self.online.device_timeout.as_millis() as u32,
+            c,
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::recovery::HostCommandError::Refused(m) => TxnError::Sequence(m),
+            crate::recovery::HostCommandError::Device(m) => TxnError::Device(m),
+        })?;
+        let code = done.completion.as_ref().map_or(0, |d| d.code);
+        if code != CompletionCode::Success as i32 {
+            let description = done
+                .completion
+                .as_ref()
+                .map(|d| d.description.clone())
+                .unwrap_or_default();
+            return Err(TxnError::Device(format!(
+                "{} {description}",
+                crate::rules::completion_text(&done)
+            )));
         }
+        Ok(match done.result {
+            Some(command_completion::Result::PinPad(p)) => p.result,
+            _ => None,
+        })
     }
 
-    /// Sign-on: new TPK and TAK from online-txn, imported into the EPP under the TMK.
+    /// Sign-on: new TPK and TAK from online-txn, imported into the EPP under the TMK. Waits
+    /// for a running transaction to end.
     pub async fn sign_on(&self, t: &Terminal) -> Result<TxnOutcome, TxnError> {
+        let _busy = self.busy.lock().await;
+        let result = self.sign_on_locked(t).await;
+        t.poke_status();
+        result
+    }
+
+    async fn sign_on_locked(&self, t: &Terminal) -> Result<TxnOutcome, TxnError> {
         let stan = self.next_stan().await?;
         let req = self.base("0800", &stan).with(
             60,
@@ -478,13 +573,7 @@ impl TxnClient {
             .await;
         if code != "00" {
             self.signed_on.store(false, Ordering::SeqCst);
-            return Ok(TxnOutcome {
-                response_code: code,
-                approved: false,
-                balance: None,
-                authorization: None,
-                pin_tries_left: None,
-            });
+            return Ok(TxnOutcome::code(code));
         }
         let f62 = answer
             .get(62)
@@ -520,182 +609,534 @@ impl TxnClient {
             .await?;
         }
         self.signed_on.store(true, Ordering::SeqCst);
-        Ok(TxnOutcome {
-            response_code: code,
-            approved: true,
-            balance: None,
-            authorization: None,
-            pin_tries_left: None,
-        })
+        Ok(TxnOutcome::code(code))
     }
 
-    /// A 0200 with the card's PAN and the EPP's PIN block.
-    async fn financial(
-        &self,
-        t: &Terminal,
-        pcode: &str,
-        amount: Option<(u64, &str)>,
-    ) -> Result<(Message, Message), TxnError> {
+    fn card_pan(&self, t: &Terminal) -> Result<String, TxnError> {
         if !self.signed_on() {
             return Err(TxnError::Sequence(
-                "not signed on: call txn.signOn first".into(),
+                "not signed on: the terminal is signing on, try again".into(),
             ));
         }
-        let pan = t
-            .gate()
+        t.gate()
             .track2_for_host()
             .and_then(|t2| pan_of_track2(&t2))
-            .ok_or_else(|| {
-                TxnError::Sequence("no card with a usable track 2 in the reader".into())
-            })?;
-        let block = match self
+            .ok_or_else(|| TxnError::Sequence("no card with a usable track 2 in the reader".into()))
+    }
+
+    /// The EPP's PIN block of the last PIN entered (ISO-0 under the TPK).
+    async fn pin_block(&self, t: &Terminal, pan: &str) -> Result<Vec<u8>, TxnError> {
+        match self
             .pinpad(
                 t,
                 pin_pad_command::Command::GetPinBlock(GetPinBlock {
                     key_name: self.online.tpk_key.clone(),
                     format: PinBlockFormat::Iso0 as i32,
-                    pan: pan.clone(),
+                    pan: pan.to_owned(),
                 }),
             )
             .await?
         {
-            Some(pin_pad_result::Result::PinBlock(b)) => b.pin_block,
-            _ => return Err(TxnError::Device("GetPinBlock returned no PIN block".into())),
+            Some(pin_pad_result::Result::PinBlock(b)) => Ok(b.pin_block),
+            _ => Err(TxnError::Device("GetPinBlock returned no PIN block".into())),
+        }
+    }
+
+    /// A 0200 with the card's PAN and a PIN block. Withdrawals, transfers and PIN changes are
+    /// logged before they are sent and reversed (queued) when the answer is missing or bad.
+    /// Answers the request, the logged reference and the answer.
+    async fn financial(
+        &self,
+        t: &Terminal,
+        pan: String,
+        r: Request,
+    ) -> Result<(Message, Option<String>, Message), TxnError> {
+        let block = match r.pin_block {
+            Some(b) => b,
+            None => self.pin_block(t, &pan).await?,
         };
         let stan = self.next_stan().await?;
         let mut req = self
             .base("0200", &stan)
             .with(2, pan)
-            .with(3, pcode)
+            .with(3, r.pcode)
             .with(22, "021")
             .with(25, "02")
             .with(52, block);
-        match amount {
+        let currency_numeric = match &r.amount {
             Some((a, numeric)) => {
                 req.set(4, format!("{a:012}"));
-                req.set(49, numeric);
+                numeric.clone()
             }
-            None => {
-                req.set(49, "156");
-            }
+            None => "156".to_owned(),
+        };
+        req.set(49, currency_numeric.clone());
+        for (n, v) in r.extra {
+            req.set(n, v);
         }
-        let answer = self.mac_exchange(t, &mut req).await;
-        match answer {
-            Ok(a) => Ok((req, a)),
+        let reference = match r.kind {
+            None => None,
+            Some(kind) => {
+                let original = Original {
+                    stan: stan.clone(),
+                    time: text(&req, 12).unwrap_or("").to_owned(),
+                    date: text(&req, 13).unwrap_or("").to_owned(),
+                    processing_code: r.pcode.to_owned(),
+                    currency_numeric: Some(currency_numeric.clone()),
+                };
+                let reference = format!("{}-{stan}-{}", self.terminal_id, original.date);
+                let (amount, currency) = match &r.amount {
+                    Some((a, n)) => (*a, alpha_currency(n).unwrap_or("CNY")),
+                    None => (0, "CNY"),
+                };
+                t.gate()
+                    .table()
+                    .log_request(&reference, kind, amount, currency, original)
+                    .await?;
+                Some(reference)
+            }
+        };
+        match self.mac_exchange(t, &mut req).await {
+            Ok(a) => Ok((req, reference, a)),
             Err(e) => {
-                if amount.is_some() && matches!(e, TxnError::Timeout(_) | TxnError::BadAnswer(_)) {
-                    self.reverse(t, &req, &e.to_string()).await;
+                if let Some(reference) = &reference {
+                    let table = t.gate().table();
+                    match &e {
+                        // Nothing left this terminal (no connection, no MAC): nothing to undo.
+                        TxnError::Unreachable(_) | TxnError::Device(_) | TxnError::Invalid(_) => {
+                            let note = format!("not sent: {e}");
+                            let _ = table
+                                .update(reference, |a| {
+                                    a.state = AuthState::Declined;
+                                    a.outcome = Some(note);
+                                })
+                                .await;
+                        }
+                        _ => {
+                            let why = e.to_string();
+                            if table.queue_reversal(reference, &why, 0).await.is_ok() {
+                                t.gate()
+                                    .journal()
+                                    .note(format!(
+                                        "TXN REVERSAL QUEUED ref={reference} stan={stan} because {why}"
+                                    ))
+                                    .await;
+                                self.wake_reversals();
+                            }
+                        }
+                    }
                 }
                 Err(e)
             }
         }
     }
 
-    /// Best effort: a 0400 for `original` (same F11 / F13, which is how online-txn finds it).
-    async fn reverse(&self, t: &Terminal, original: &Message, why: &str) {
-        let mut rev = original.clone();
-        rev.mti = "0400".into();
-        rev.remove(52);
-        rev.set(39, "98");
-        let stan = text(original, 11).unwrap_or("").to_owned();
-        let result = self.mac_exchange(t, &mut rev).await;
-        let outcome = match &result {
-            Ok(a) => format!("rc={}", text(a, 39).unwrap_or("")),
-            Err(e) => format!("FAILED ({e})"),
-        };
-        t.gate()
-            .journal()
-            .note(format!("TXN REVERSAL stan={stan} because {why}: {outcome}"))
-            .await;
-    }
-
-    fn outcome(&self, t: &Terminal, answer: &Message) -> TxnOutcome {
+    /// The page's view of an answer; counts the PIN verdict and retains the card at the
+    /// limit.
+    async fn outcome(&self, t: &Terminal, answer: &Message) -> TxnOutcome {
         let code = text(answer, 39).unwrap_or("").to_owned();
-        let pin_tries_left = match code.as_str() {
-            "00" => {
-                t.gate().record_pin_verification(true);
-                None
-            }
-            "55" => Some(match t.gate().record_pin_verification(false) {
-                PinVerdict::TryAgain(n) => n,
-                _ => 0,
-            }),
+        if matches!(code.as_str(), "A0" | "A7") {
+            self.keys_lost(t, &code);
+        }
+        let verdict = match code.as_str() {
+            "00" => Some(t.gate().record_pin_verification(true)),
+            "55" => Some(t.gate().record_pin_verification(false)),
+            "75" => Some(t.gate().record_pin_tries_exceeded()),
             _ => None,
         };
-        TxnOutcome {
-            approved: code == "00",
-            balance: text(answer, 54).and_then(balances),
-            response_code: code,
-            authorization: None,
-            pin_tries_left,
+        let mut out = TxnOutcome::code(code);
+        out.balance = text(answer, 54).and_then(balances);
+        match verdict {
+            Some(PinVerdict::TryAgain(n)) => out.pin_tries_left = Some(n),
+            Some(PinVerdict::RetainCard) => {
+                out.pin_tries_left = Some(0);
+                let why = format!(
+                    "{} wrong PINs, limit {} (rc={})",
+                    t.gate().session().wrong_pins,
+                    t.gate().max_pin_attempts(),
+                    out.response_code
+                );
+                out.card_retained = Some(crate::recovery::retain_card(t, &why).await);
+            }
+            _ => {}
         }
+        out
+    }
+
+    /// Records the answer of a logged request; an approval that cannot be recorded is
+    /// reversed.
+    async fn record_answer(
+        &self,
+        t: &Terminal,
+        reference: &str,
+        out: &TxnOutcome,
+        answer: &Message,
+    ) -> Result<(), TxnError> {
+        let rrn = text(answer, 37)
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
+        let table = t.gate().table();
+        if let Err(e) = table.answered(reference, out.approved, rrn).await {
+            tracing::error!(error = %e, "cannot record the answer");
+            if out.approved {
+                let why = format!("the approval cannot be recorded: {e}");
+                if table.queue_reversal(reference, &why, 0).await.is_ok() {
+                    self.wake_reversals();
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Balance inquiry (F3 310000).
     pub async fn inquiry(&self, t: &Terminal) -> Result<TxnOutcome, TxnError> {
-        let (req, answer) = self.financial(t, "310000", None).await?;
-        let out = self.outcome(t, &answer);
+        let _busy = self.begin()?;
+        let pan = self.card_pan(t)?;
+        let (req, _, answer) = self
+            .financial(
+                t,
+                pan,
+                Request {
+                    kind: None,
+                    pcode: "310000",
+                    amount: None,
+                    pin_block: None,
+                    extra: Vec::new(),
+                },
+            )
+            .await?;
+        let out = self.outcome(t, &answer).await;
         t.gate()
             .journal()
             .note(format!(
-                "TXN INQUIRY stan={} rc={}",
+                "TXN INQUIRY stan={} rc={}{}",
                 text(&req, 11).unwrap_or(""),
-                out.response_code
+                out.response_code,
+                retained_note(&out)
             ))
             .await;
         Ok(out)
     }
 
-    /// Withdrawal (F3 010000) of `amount` minor units; approved, it is registered as an
-    /// authorisation for the dispenser.
+    fn check_amount(amount: u64, currency: &str) -> Result<&'static str, TxnError> {
+        if amount == 0 || amount > 999_999_999_999 {
+            return Err(TxnError::Invalid(
+                "amount must be 1..=999999999999 minor units".into(),
+            ));
+        }
+        numeric_currency(currency)
+            .ok_or_else(|| TxnError::Invalid(format!("unsupported currency {currency:?}")))
+    }
+
+    /// Withdrawal (F3 010000) of `amount` minor units; approved, it is the authorisation a
+    /// dispense must name.
     pub async fn withdrawal(
         &self,
         t: &Terminal,
         amount: u64,
         currency: &str,
     ) -> Result<TxnOutcome, TxnError> {
-        if amount == 0 || amount > 999_999_999_999 {
-            return Err(TxnError::Invalid(
-                "amount must be 1..=999999999999 minor units".into(),
-            ));
-        }
-        let numeric = numeric_currency(currency)
-            .ok_or_else(|| TxnError::Invalid(format!("unsupported currency {currency:?}")))?;
-        let (req, answer) = self.financial(t, "010000", Some((amount, numeric))).await?;
-        let mut out = self.outcome(t, &answer);
+        let numeric = Self::check_amount(amount, currency)?;
+        let _busy = self.begin()?;
+        let pan = self.card_pan(t)?;
+        let (req, reference, answer) = self
+            .financial(
+                t,
+                pan,
+                Request {
+                    kind: Some(TxnKind::Withdrawal),
+                    pcode: "010000",
+                    amount: Some((amount, numeric.to_owned())),
+                    pin_block: None,
+                    extra: Vec::new(),
+                },
+            )
+            .await?;
+        let reference = reference.unwrap_or_default();
+        let mut out = self.outcome(t, &answer).await;
         let stan = text(&req, 11).unwrap_or("").to_owned();
+        self.record_answer(t, &reference, &out, &answer).await?;
         if out.approved {
-            let reference = text(&answer, 37)
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    format!(
-                        "{}-{stan}-{}",
-                        self.terminal_id,
-                        text(&req, 13).unwrap_or("")
-                    )
-                });
-            if let Err(e) = t.gate().table().approve(&reference, amount, currency).await {
-                tracing::error!(error = %e, "cannot record the approval; reversing");
-                self.reverse(t, &req, &format!("the approval cannot be recorded: {e}"))
-                    .await;
-                return Err(e.into());
-            }
-            out.authorization = Some(reference);
+            out.authorization = Some(reference.clone());
         }
         t.gate()
             .journal()
             .note(format!(
-                "TXN WITHDRAWAL stan={stan} amount={amount} {currency} rc={}{}",
+                "TXN WITHDRAWAL stan={stan} amount={amount} {currency} rc={} ref={reference}{}",
                 out.response_code,
-                out.authorization
-                    .as_deref()
-                    .map(|r| format!(" ref={r}"))
-                    .unwrap_or_default()
+                retained_note(&out)
             ))
             .await;
         Ok(out)
+    }
+
+    /// Transfer (F3 400000) of `amount` minor units to `to_account` (F103, 1-28 digits).
+    pub async fn transfer(
+        &self,
+        t: &Terminal,
+        to_account: &str,
+        amount: u64,
+        currency: &str,
+    ) -> Result<TxnOutcome, TxnError> {
+        if !(1..=28).contains(&to_account.len()) || !to_account.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(TxnError::Invalid("toAccount must be 1-28 digits".into()));
+        }
+        let numeric = Self::check_amount(amount, currency)?;
+        let _busy = self.begin()?;
+        let pan = self.card_pan(t)?;
+        let (req, reference, answer) = self
+            .financial(
+                t,
+                pan,
+                Request {
+                    kind: Some(TxnKind::Transfer),
+                    pcode: "400000",
+                    amount: Some((amount, numeric.to_owned())),
+                    pin_block: None,
+                    extra: vec![(103, FieldValue::from(to_account.to_owned()))],
+                },
+            )
+            .await?;
+        let reference = reference.unwrap_or_default();
+        let out = self.outcome(t, &answer).await;
+        self.record_answer(t, &reference, &out, &answer).await?;
+        t.gate()
+            .journal()
+            .note(format!(
+                "TXN TRANSFER stan={} amount={amount} {currency} to={} rc={} ref={reference}{}",
+                text(&req, 11).unwrap_or(""),
+                crate::journal::mask_pan(to_account),
+                out.response_code,
+                retained_note(&out)
+            ))
+            .await;
+        Ok(out)
+    }
+
+    /// One step of a PIN change, called after each `PinPad.GetPin`: `current` and `new`
+    /// capture the EPP's PIN block; `confirm` compares it with `new` (the same PIN, PAN and
+    /// key give the same ISO-0 block) and, when equal, sends the 0200 (F3 700000, F52 the
+    /// current block, F62 the new one).
+    pub async fn pin_change(&self, t: &Terminal, step: &str) -> Result<Value, TxnError> {
+        let _busy = self.begin()?;
+        let pan = self.card_pan(t)?;
+        let gate = t.gate();
+        match step {
+            "current" => {
+                let block = self.pin_block(t, &pan).await?;
+                gate.set_pin_change_block(PinChangeStep::Current, block);
+                return Ok(json!({"step": step, "captured": true}));
+            }
+            "new" => {
+                if gate.pin_change_block(PinChangeStep::Current).is_none() {
+                    return Err(TxnError::Sequence(
+                        "PIN change: capture the current PIN first".into(),
+                    ));
+                }
+                let block = self.pin_block(t, &pan).await?;
+                gate.set_pin_change_block(PinChangeStep::New, block);
+                return Ok(json!({"step": step, "captured": true}));
+            }
+            "confirm" => {}
+            _ => {
+                return Err(TxnError::Invalid(
+                    "step must be \"current\", \"new\" or \"confirm\"".into(),
+                ));
+            }
+        }
+        let (Some(current), Some(new)) = (
+            gate.pin_change_block(PinChangeStep::Current),
+            gate.pin_change_block(PinChangeStep::New),
+        ) else {
+            return Err(TxnError::Sequence(
+                "PIN change: capture the current and the new PIN first".into(),
+            ));
+        };
+        let confirm = self.pin_block(t, &pan).await?;
+        if confirm != new {
+            gate.clear_pin_change(PinChangeStep::New);
+            gate.journal()
+                .note("TXN PIN-CHANGE confirmation differs: new PIN asked again")
+                .await;
+            return Err(TxnError::PinMismatch);
+        }
+        gate.clear_pin_change(PinChangeStep::Current);
+        let (req, reference, answer) = self
+            .financial(
+                t,
+                pan,
+                Request {
+                    kind: Some(TxnKind::PinChange),
+                    pcode: "700000",
+                    amount: None,
+                    pin_block: Some(current),
+                    extra: vec![(62, FieldValue::from(new))],
+                },
+            )
+            .await?;
+        let reference = reference.unwrap_or_default();
+        let out = self.outcome(t, &answer).await;
+        self.record_answer(t, &reference, &out, &answer).await?;
+        gate.journal()
+            .note(format!(
+                "TXN PIN-CHANGE stan={} rc={} ref={reference}{}",
+                text(&req, 11).unwrap_or(""),
+                out.response_code,
+                retained_note(&out)
+            ))
+            .await;
+        Ok(json!(out))
+    }
+
+    /// The reversal worker: sends every due reversal of the log (0400 first, 0401 for
+    /// repeats), each attempt saved before it is sent, with back-off between attempts, until
+    /// online-txn acknowledges it. Waits while the terminal is not signed on.
+    pub async fn run_reversals(&self, t: Arc<Terminal>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let mut wait = Duration::from_secs(3600);
+            if self.signed_on() {
+                let now = openteller_keeper::unix_ms();
+                let pending: Vec<_> = t
+                    .gate()
+                    .table()
+                    .all()
+                    .await
+                    .into_iter()
+                    .filter(|a| a.state == AuthState::ReversalPending)
+                    .collect();
+                for a in pending {
+                    let Some(r) = a.reversal.as_ref() else {
+                        continue;
+                    };
+                    if r.next_at_ms > now {
+                        wait = wait.min(Duration::from_millis(r.next_at_ms - now));
+                        continue;
+                    }
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    if let Some(next) = self.reverse_once(&t, &a.reference).await {
+                        wait = wait.min(next);
+                    }
+                }
+            } else {
+                wait = Duration::from_millis(500);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.reversals.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One attempt; answers when to look again if the reversal is still pending.
+    async fn reverse_once(&self, t: &Terminal, reference: &str) -> Option<Duration> {
+        let _busy = self.busy.lock().await;
+        let table = t.gate().table();
+        let base = self.online.reversal_retry;
+        let max = self.online.reversal_max_retry;
+        // The attempt is saved (count and next time) before it is sent.
+        let entry = match table
+            .update(reference, |a| {
+                if let Some(r) = a.reversal.as_mut() {
+                    r.attempts += 1;
+                    let factor = 1u32 << (r.attempts - 1).min(16);
+                    let delay = base.saturating_mul(factor).min(max);
+                    r.next_at_ms = openteller_keeper::unix_ms() + delay.as_millis() as u64;
+                }
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the reversal attempt");
+                return Some(base);
+            }
+        };
+        crash_point("reversal_sending");
+        let (Some(original), Some(r)) = (entry.original.as_ref(), entry.reversal.as_ref()) else {
+            return None;
+        };
+        let reason_code = if r.reason.contains("no answer") || r.reason.contains("bad answer") {
+            "98"
+        } else {
+            "06"
+        };
+        let mut msg = reversal_message(
+            &self.terminal_id,
+            &self.online.merchant_id,
+            original,
+            entry.amount,
+            r.delivered,
+            r.attempts > 1,
+            reason_code,
+        );
+        let result = self.mac_exchange(t, &mut msg).await;
+        let (done, outcome) = match &result {
+            Ok(a) => {
+                let code = text(a, 39).unwrap_or("").to_owned();
+                if matches!(code.as_str(), "A0" | "A7") {
+                    self.keys_lost(t, &code);
+                }
+                (matches!(code.as_str(), "00" | "25"), format!("rc={code}"))
+            }
+            Err(e) => (false, format!("FAILED ({e})")),
+        };
+        let kind = if r.delivered > 0 && r.delivered < entry.amount {
+            format!("partial (delivered {})", r.delivered)
+        } else {
+            "full".to_owned()
+        };
+        t.gate()
+            .journal()
+            .note(format!(
+                "TXN REVERSAL {} ref={reference} stan={} {kind} attempt {} because {}: {outcome}{}",
+                msg.mti,
+                original.stan,
+                r.attempts,
+                r.reason,
+                if done { " DONE" } else { "" }
+            ))
+            .await;
+        let saved = table
+            .update(reference, |a| {
+                if done {
+                    a.state = AuthState::Reversed;
+                }
+                if let Some(r) = a.reversal.as_mut() {
+                    r.last_result = Some(outcome.clone());
+                }
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "cannot record the reversal's result");
+        }
+        if done {
+            t.page_event(
+                "txn.reversal",
+                json!({"authorization": reference, "reason": r.reason,
+                       "delivered": r.delivered, "state": AuthState::Reversed}),
+            );
+            None
+        } else {
+            Some(Duration::from_millis(
+                r.next_at_ms
+                    .saturating_sub(openteller_keeper::unix_ms())
+                    .max(1),
+            ))
+        }
+    }
+}
+
+fn retained_note(out: &TxnOutcome) -> &'static str {
+    match out.card_retained {
+        Some(true) => " CARD RETAINED",
+        Some(false) => " CARD NOT RETAINED",
+        None => "",
     }
 }
 
@@ -727,6 +1168,27 @@ mod tests {
         assert_eq!(pan_of_track2("1234=1"), None);
         assert_eq!(numeric_currency("CNY"), Some("156"));
         assert_eq!(alpha_currency("156"), Some("CNY"));
+        assert_eq!(
+            partial_f95(10000),
+            format!("000000010000{}", "0".repeat(30))
+        );
+        assert_eq!(partial_f95(10000).len(), 42);
+        let original = Original {
+            stan: "000004".into(),
+            time: "101500".into(),
+            date: "1122".into(),
+            processing_code: "010000".into(),
+            currency_numeric: Some("156".into()),
+        };
+        let full = reversal_message("T0000001", "M1", &original, 30000, 0, false, "98");
+        assert_eq!(full.mti, "0400");
+        assert_eq!(text(&full, 11), Some("000004"));
+        assert_eq!(text(&full, 13), Some("1122"));
+        assert_eq!(text(&full, 4), Some("000000030000"));
+        assert!(!full.has(95) && !full.has(2) && !full.has(52));
+        let partial = reversal_message("T0000001", "M1", &original, 30000, 10000, true, "06");
+        assert_eq!(partial.mti, "0401");
+        assert_eq!(text(&partial, 95), Some(partial_f95(10000).as_str()));
         let b = balances("1001156C0000000100001002156C000000009000").unwrap();
         assert_eq!(
             b,

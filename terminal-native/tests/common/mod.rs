@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod host;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -277,19 +279,33 @@ pub fn run_native(args: &[&str]) -> (i32, String) {
 impl Native {
     /// Writes `config_text` to `dir/native.toml` and starts the binary; waits for its address.
     pub fn start(dir: &Path, config_text: &str) -> Native {
+        Native::start_env(dir, config_text, &[])
+    }
+
+    /// [`Native::start`] with extra environment variables (the crash test hook). The log of
+    /// each run is appended to `dir/native.log`.
+    pub fn start_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Native {
         let path = dir.join("native.toml");
         std::fs::write(&path, config_text).expect("write config");
         let log = dir.join("native.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_terminal-native"))
-            .arg("--config")
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_terminal-native"));
+        cmd.arg("--config")
             .arg(&path)
             .arg("--headless")
             .env("RUST_LOG", "info")
+            .env_remove("OPENTELLER_TEST_CRASH_AT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn terminal-native");
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn terminal-native");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read");
@@ -316,6 +332,33 @@ impl Native {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9` from outside.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits (up to 30 s) for the process to end by itself; answers whether it was killed by
+    /// a signal (the crash hook's SIGKILL).
+    pub fn wait_killed(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.signal().is_some();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("terminal-native did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything in the electronic journal so far.
@@ -384,6 +427,39 @@ impl Page {
             if let Message::Text(t) = msg {
                 return serde_json::from_str(t.as_str()).expect("JSON from the host");
             }
+        }
+    }
+
+    /// One call that may not be answered because the host died (crash tests): `None` when
+    /// the connection closed first.
+    pub async fn call_or_gone(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Option<Result<Value, Value>> {
+        let id = self.send(method, params).await;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("a message or the end within 30 s");
+            let msg = match next {
+                None | Some(Err(_)) => return None,
+                Some(Ok(m)) => m,
+            };
+            let Message::Text(t) = msg else {
+                if matches!(msg, Message::Close(_)) {
+                    return None;
+                }
+                continue;
+            };
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON from the host");
+            if v["id"] == json!(id) {
+                return Some(match v.get("result") {
+                    Some(r) => Ok(r.clone()),
+                    None => Err(v["error"].clone()),
+                });
+            }
+            self.events.push(v);
         }
     }
 

@@ -1,0 +1,449 @@
+//! Customer flows end to end with the real host side (host-sim ← online-txn) and real
+//! driver-proxies: transfer, PIN change, card retention after the PIN limit, notes not taken
+//! (retracted and reversed by the host itself), a host timeout (reversed), and the pages'
+//! journal / data / log methods.
+
+mod common;
+
+use std::time::Duration;
+
+use common::host::{
+    HostSide, PAN2, START_BALANCE, available, available_of, cdm_status, enter_pin, faults,
+    insert_card, load_tmk, notes, online_config, start_host_side, wait_balance, wait_in_service,
+};
+use common::{Native, Page, Proxy};
+use openteller_proto::device::v1::device_status;
+use serde_json::json;
+
+struct Rig {
+    host: HostSide,
+    idc: Proxy,
+    pin: Proxy,
+    cdm: Proxy,
+    native: Native,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(extra: &str) -> (Rig, Page) {
+    let dir = tempfile::Builder::new()
+        .prefix("tn-flow-")
+        .tempdir()
+        .unwrap();
+    let host = start_host_side(dir.path());
+    let idc = Proxy::start(dir.path(), "idc", "CardReader").await;
+    let pin = Proxy::start(dir.path(), "pin", "PinPad").await;
+    let cdm = Proxy::start(dir.path(), "cdm", "CashDispenser").await;
+    load_tmk(&pin).await;
+    let text = online_config(dir.path(), &host, &[&idc, &pin, &cdm], "");
+    // `extra` may replace the default response timeout.
+    let text = match extra.strip_prefix("response_timeout_ms = ") {
+        Some(ms) => text.replace(
+            "response_timeout_ms = 10000",
+            &format!("response_timeout_ms = {}", ms.trim()),
+        ),
+        None => format!("{text}{extra}"),
+    };
+    let native = Native::start(dir.path(), &text);
+    let mut page = native.page().await;
+    wait_in_service(&mut page).await;
+    (
+        Rig {
+            host,
+            idc,
+            pin,
+            cdm,
+            native,
+            _dir: dir,
+        },
+        page,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_moves_money_and_checks_its_input() {
+    let (r, mut page) = rig("").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+
+    // Bad input changes nothing and sends nothing.
+    for bad in [
+        json!({"toAccount": "12ab", "amount": 100, "currency": "CNY"}),
+        json!({"toAccount": "", "amount": 100, "currency": "CNY"}),
+        json!({"toAccount": "1".repeat(29), "amount": 100, "currency": "CNY"}),
+        json!({"toAccount": PAN2, "amount": 0, "currency": "CNY"}),
+        json!({"toAccount": PAN2, "amount": "100", "currency": "CNY"}),
+        json!({"toAccount": PAN2, "amount": 100}),
+        json!({"toAccount": PAN2, "amount": 100, "currency": "CNY", "extra": 1}),
+    ] {
+        let e = page.call("txn.transfer", bad.clone()).await.unwrap_err();
+        assert_eq!(e["code"], "INVALID_ARGUMENT", "{bad}: {e}");
+    }
+    assert_eq!(available(&r.host.control), START_BALANCE);
+
+    let res = page
+        .call(
+            "txn.transfer",
+            json!({"toAccount": PAN2, "amount": 12345, "currency": "CNY"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res["responseCode"], "00", "{res}");
+    assert_eq!(res["approved"], true);
+    assert_eq!(res["balance"]["available"], START_BALANCE - 12345, "{res}");
+    assert!(
+        res.get("authorization").is_none(),
+        "a transfer authorises no dispense"
+    );
+    assert_eq!(available(&r.host.control), START_BALANCE - 12345);
+    assert_eq!(available_of(&r.host.control, PAN2), START_BALANCE + 12345);
+    let journal = r.native.journal();
+    assert!(
+        journal.contains("TXN TRANSFER stan=000002 amount=12345 CNY to=622202*********3446 rc=00"),
+        "{journal}"
+    );
+    assert!(!journal.contains(PAN2), "{journal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_change_then_the_new_pin_works() {
+    let (r, mut page) = rig("").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+
+    // Out of sequence: nothing captured yet.
+    let e = page
+        .call("txn.pinChange", json!({"step": "confirm"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "SEQUENCE_ERROR", "{e}");
+    let e = page
+        .call("txn.pinChange", json!({"step": "later"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    let res = page
+        .call("txn.pinChange", json!({"step": "current"}))
+        .await
+        .unwrap();
+    assert_eq!(res, json!({"step": "current", "captured": true}));
+    enter_pin(&mut page, &r.pin, "4321", "pin-2").await;
+    let res = page
+        .call("txn.pinChange", json!({"step": "new"}))
+        .await
+        .unwrap();
+    assert_eq!(res, json!({"step": "new", "captured": true}));
+    // A different confirmation: PIN_MISMATCH, the page asks for the new PIN again.
+    enter_pin(&mut page, &r.pin, "5555", "pin-3").await;
+    let e = page
+        .call("txn.pinChange", json!({"step": "confirm"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "PIN_MISMATCH", "{e}");
+    let e = page
+        .call("txn.pinChange", json!({"step": "confirm"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e["code"], "SEQUENCE_ERROR",
+        "the new PIN was forgotten: {e}"
+    );
+    enter_pin(&mut page, &r.pin, "4321", "pin-4").await;
+    page.call("txn.pinChange", json!({"step": "new"}))
+        .await
+        .unwrap();
+    enter_pin(&mut page, &r.pin, "4321", "pin-5").await;
+    let res = page
+        .call("txn.pinChange", json!({"step": "confirm"}))
+        .await
+        .unwrap();
+    assert_eq!(res["responseCode"], "00", "{res}");
+    assert_eq!(res["approved"], true, "{res}");
+
+    // The old PIN is refused, the new one works.
+    enter_pin(&mut page, &r.pin, "1234", "pin-6").await;
+    let res = page.call("txn.inquiry", json!({})).await.unwrap();
+    assert_eq!(res["responseCode"], "55", "{res}");
+    enter_pin(&mut page, &r.pin, "4321", "pin-7").await;
+    let res = page.call("txn.inquiry", json!({})).await.unwrap();
+    assert_eq!(res["responseCode"], "00", "{res}");
+    assert_eq!(res["balance"]["available"], START_BALANCE, "{res}");
+    assert!(r.native.journal().contains("TXN PIN-CHANGE stan="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_up_to_the_limit_retain_the_card() {
+    let (r, mut page) = rig("[rules]\nmax_pin_attempts = 2\n").await;
+    let retained_before = match r.idc.status().await.detail {
+        Some(device_status::Detail::CardReader(s)) => s.retain_count,
+        other => panic!("{other:?}"),
+    };
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "9999", "pin-1").await;
+    let res = page.call("txn.inquiry", json!({})).await.unwrap();
+    assert_eq!(res["responseCode"], "55", "{res}");
+    assert_eq!(res["pinTriesLeft"], 1, "{res}");
+    assert!(res.get("cardRetained").is_none(), "{res}");
+    enter_pin(&mut page, &r.pin, "8888", "pin-2").await;
+    let res = page
+        .call(
+            "txn.withdrawal",
+            json!({"amount": 10000, "currency": "CNY"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res["responseCode"], "55", "{res}");
+    assert_eq!(res["pinTriesLeft"], 0, "{res}");
+    assert_eq!(res["cardRetained"], true, "{res}");
+    assert!(res.get("authorization").is_none());
+
+    // The reader kept it; the session is over; nothing more on this card.
+    match r.idc.status().await.detail {
+        Some(device_status::Detail::CardReader(s)) => {
+            assert_eq!(s.retain_count, retained_before + 1, "{s:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let status = page.call("terminal.status", json!({})).await.unwrap();
+    assert_eq!(status["session"]["card"], "idle", "{status}");
+    let e = page
+        .call(
+            "device.execute",
+            json!({"device": "pin", "command": {"pinPad": {"getPin": {"minLength": 4, "maxLength": 6}}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "SEQUENCE_ERROR", "{e}");
+    let e = page.call("txn.inquiry", json!({})).await.unwrap_err();
+    assert_eq!(e["code"], "SEQUENCE_ERROR", "{e}");
+    assert_eq!(available(&r.host.control), START_BALANCE);
+    let journal = r.native.journal();
+    assert!(journal.contains("CardReader.Retain retain-"), "{journal}");
+    assert!(
+        journal.contains("CARD RETAINED by the host (2 wrong PINs, limit 2 (rc=55)): retained"),
+        "{journal}"
+    );
+    assert!(journal.contains("rc=55 ref="), "{journal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_not_taken_are_retracted_and_reversed() {
+    let (r, mut page) = rig("").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    let res = page
+        .call(
+            "txn.withdrawal",
+            json!({"amount": 30000, "currency": "CNY"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res["approved"], true, "{res}");
+    let reference = res["authorization"].as_str().unwrap().to_owned();
+    assert_eq!(available(&r.host.control), START_BALANCE - 30000);
+    let (cassettes, _, retract_bin) = notes(&cdm_status(&r.cdm).await);
+
+    let ok = page
+        .call(
+            "device.execute",
+            json!({"device": "cdm", "requestId": "d-1", "authorization": reference,
+                   "command": {"cashDispenser": {"dispense": {"currency": "CNY", "amount": 30000}}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["completion"]["code"], "COMPLETION_CODE_SUCCESS", "{ok}");
+    // The customer walks away: ITEMSNOTTAKEN after the (short) take timeout.
+    let e = page
+        .call(
+            "device.execute",
+            json!({"device": "cdm", "requestId": "p-1", "authorization": reference,
+                   "command": {"cashDispenser": {"present": {"takeTimeoutMs": 1000}}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "COMMAND_FAILED", "{e}");
+    assert_eq!(e["xfsCode"], -335, "{e}");
+
+    // The host retracts and reverses by itself; the page hears of it.
+    wait_balance(&r.host.control, START_BALANCE).await;
+    let ev = page
+        .event("txn.reversal", |v| {
+            v["event"] == "txn.reversal" && v["data"]["state"] == "reversed"
+        })
+        .await;
+    assert_eq!(ev["data"]["authorization"], reference.as_str());
+    assert_eq!(ev["data"]["delivered"], 0);
+    let after = notes(&cdm_status(&r.cdm).await);
+    assert_eq!(
+        after,
+        (cassettes - 3, 0, retract_bin + 3),
+        "3 notes retracted"
+    );
+    let journal = r.native.journal();
+    assert!(
+        journal.contains("CashDispenser.Retract settle-"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains(&format!(
+            "TXN SETTLED ref={reference} after COMMAND_ERROR -335"
+        )),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("delivered 0 of 30000 CNY: full reversal"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains(&format!("TXN REVERSAL 0400 ref={reference}")),
+        "{journal}"
+    );
+    // A second present or dispense of it is refused.
+    let e = page
+        .call(
+            "device.execute",
+            json!({"device": "cdm", "authorization": reference,
+                   "command": {"cashDispenser": {"present": {}}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "DISPENSE_REFUSED", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_timeout_is_reversed() {
+    let (r, mut page) = rig("response_timeout_ms = 1500\n").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    // The bank answers after 3 s (within online-txn's 5 s); the terminal waits 1.5 s.
+    faults(&r.host.control, Some(r#"{"delay_ms": 3000}"#));
+    let id = page
+        .send(
+            "txn.withdrawal",
+            json!({"amount": 20000, "currency": "CNY"}),
+        )
+        .await;
+    // No second transaction while one is open.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = page.call("txn.inquiry", json!({})).await.unwrap_err();
+    assert_eq!(e["code"], "SEQUENCE_ERROR", "{e}");
+    let a = page.answer(id).await;
+    assert_eq!(a["error"]["code"], "HOST_TIMEOUT", "{a}");
+    faults(&r.host.control, None);
+    // Whatever the bank did with it, the reversal undoes it.
+    wait_balance(&r.host.control, START_BALANCE).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let journal = r.native.journal();
+        if journal.contains("TXN REVERSAL 04") && journal.contains("DONE") {
+            assert!(
+                journal.contains("TXN REVERSAL QUEUED ref=T0000001-000002-"),
+                "{journal}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{journal}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_write_the_journal_log_and_data_pool() {
+    let (r, mut page) = rig("").await;
+    let res = page
+        .call(
+            "journal.write",
+            json!({"text": "CUSTOMER chose withdrawal 6222020200112233445"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res, json!({}));
+    let journal = r.native.journal();
+    assert!(
+        journal.contains("PAGE CUSTOMER chose withdrawal 622202*********3445"),
+        "{journal}"
+    );
+    for bad in [
+        json!({"text": ""}),
+        json!({"text": "x".repeat(513)}),
+        json!({"text": 5}),
+    ] {
+        let e = page.call("journal.write", bad).await.unwrap_err();
+        assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+    }
+    page.call(
+        "log.write",
+        json!({"level": "info", "text": "page says hello"}),
+    )
+    .await
+    .unwrap();
+    let e = page
+        .call("log.write", json!({"level": "loud", "text": "x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+
+    assert_eq!(
+        page.call("data.get", json!({"key": "lang"})).await.unwrap(),
+        json!({"value": null})
+    );
+    page.call(
+        "data.set",
+        json!({"key": "lang", "value": {"code": "zh", "n": 1}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.call("data.get", json!({"key": "lang"})).await.unwrap(),
+        json!({"value": {"code": "zh", "n": 1}})
+    );
+    // Over the cap (64 KiB in all): refused, the old values stay.
+    page.call(
+        "data.set",
+        json!({"key": "big", "value": "x".repeat(40_000)}),
+    )
+    .await
+    .unwrap();
+    let e = page
+        .call(
+            "data.set",
+            json!({"key": "big2", "value": "x".repeat(40_000)}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "DATA_FULL", "{e}");
+    assert_eq!(
+        page.call("data.get", json!({"key": "big2"})).await.unwrap(),
+        json!({"value": null})
+    );
+    for bad in [
+        json!({"key": ""}),
+        json!({"key": "k".repeat(65)}),
+        json!({"key": 3}),
+        json!({"key": "a", "value": 1}),
+    ] {
+        let e = page.call("data.get", bad).await.unwrap_err();
+        assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+    }
+    let e = page
+        .call("data.set", json!({"key": "a"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+    assert_eq!(
+        page.call("data.get", json!({"key": "lang"})).await.unwrap()["value"]["code"],
+        "zh"
+    );
+    assert_eq!(
+        page.call("data.delete", json!({"key": "lang"}))
+            .await
+            .unwrap(),
+        json!({"deleted": true})
+    );
+    assert_eq!(
+        page.call("data.delete", json!({"key": "lang"}))
+            .await
+            .unwrap(),
+        json!({"deleted": false})
+    );
+}
