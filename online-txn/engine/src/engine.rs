@@ -3,7 +3,8 @@
 //! - **Sign-on** (0800, F60.3 = 003): new working keys TPK and TAK for the terminal, returned
 //!   in F62 encrypted under its TMK with their check values. **Echo** (F60.3 = 301) answers 00.
 //! - **Financial requests** (0200): the terminal's MAC verified under its TAK, the PIN block
-//!   translated TPK → ZPK, the host request MAC'd under ZAK, then journaled directly as SENT
+//!   translated TPK → ZPK (for a PIN change, F3 70xxxx, the new PIN block in F62 too), the
+//!   host request MAC'd under ZAK, then journaled directly as SENT
 //!   (keyed by F41 + F11 + F13, so a retry gets the first answer) and sent; a request refused
 //!   before that is journaled RECEIVED and DECLINED. The answer's MAC checked,
 //!   the row ends APPROVED or DECLINED and the terminal gets the answer MAC'd under its TAK. No
@@ -51,6 +52,9 @@ pub mod rc {
     /// Terminal not signed on / unknown keys.
     pub const NOT_SIGNED_ON: &str = "A7";
 }
+
+/// Processing code prefix (F3) of a PIN change: the new PIN block is in F62.
+pub const PIN_CHANGE: &str = "70";
 
 /// The MAC algorithm on both sides (ANSI X9.19 retail MAC).
 pub const MAC_ALGORITHM: MacAlgorithm = MacAlgorithm::AnsiX919;
@@ -344,11 +348,25 @@ impl Engine {
             tracing::warn!(terminal, stan, "terminal MAC check failed");
             return Err(rc::MAC_ERROR);
         }
-        // The same data elements, the PIN under the ZPK, a new MAC.
+        // The same data elements, the PIN blocks under the ZPK, a new MAC. A PIN change
+        // (F3 70xxxx) carries the new PIN block in F62, translated like F52.
         let mut host_req = request.clone();
         host_req.remove(64);
         host_req.remove(128);
-        if let Some(block) = request.get(52).and_then(FieldValue::as_bytes) {
+        let pin_change = text(request, 3).is_some_and(|p| p.starts_with(PIN_CHANGE));
+        let fields: &[u16] = if pin_change { &[52, 62] } else { &[52] };
+        for &n in fields {
+            let Some(block) = request.get(n).and_then(FieldValue::as_bytes) else {
+                if n == 62 {
+                    tracing::warn!(terminal, stan, "PIN change without a new PIN block in F62");
+                    return Err(rc::FORMAT_ERROR);
+                }
+                continue;
+            };
+            if n == 62 && block.len() != 8 {
+                tracing::warn!(terminal, stan, "PIN change: F62 is not an 8-byte PIN block");
+                return Err(rc::FORMAT_ERROR);
+            }
             match self.hsm.translate_pin(
                 &terminal_key(terminal, "TPK"),
                 PinBlockFormat::Iso0,
@@ -358,10 +376,10 @@ impl Engine {
                 pan,
             ) {
                 Ok(translated) => {
-                    host_req.set(52, FieldValue::Binary(translated.into()));
+                    host_req.set(n, FieldValue::Binary(translated.into()));
                 }
                 Err(e) => {
-                    tracing::warn!(terminal, stan, error = %e, "PIN translation failed");
+                    tracing::warn!(terminal, stan, field = n, error = %e, "PIN translation failed");
                     return Err(rc::SYSTEM);
                 }
             }

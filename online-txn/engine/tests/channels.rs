@@ -159,7 +159,7 @@ impl Stack {
             );
         }
         let engine_log = dir.path().join("engine.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_online-txn"));
+        let mut cmd = Command::new(support::engine_bin());
         cmd.args(["serve", "--config"])
             .arg(&cfg)
             .env("OPENTELLER_MASTER_KEY", MASTER)

@@ -71,7 +71,7 @@ impl Stack {
     }
 
     fn start_engine(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_online-txn"));
+        let mut cmd = Command::new(support::engine_bin());
         cmd.args(["serve", "--config"])
             .arg(self.dir.path().join("online-txn.toml"))
             .env("OPENTELLER_MASTER_KEY", MASTER);
@@ -371,6 +371,89 @@ async fn partial_reversal_gives_back_only_what_was_not_dispensed() {
     assert_eq!(reversals.len(), 1, "{v}");
     assert_eq!(reversals[0]["amount"], 30_000);
     assert_eq!(reversals[0]["replacement"], 20_000);
+}
+
+/// Waits until `ask` is true (the reversal worker runs on its own).
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut ask: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ask().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn pin_change_through_the_engine_and_its_reversal() {
+    let stack = Stack::start(3_000);
+    let (mut client, mut t) = stack.sign_on().await;
+
+    // F52 (current PIN) and F62 (new PIN) under the TPK, MAC under the TAK: the engine
+    // translates both to the ZPK.
+    let mut change = t.pin_change(ZHANG, "1234", "4321");
+    assert_eq!(
+        change
+            .get(62)
+            .and_then(FieldValue::as_bytes)
+            .map(<[u8]>::len),
+        Some(8)
+    );
+    let (answer, _) = exchange(&mut client, &t, &mut change).await;
+    assert_eq!(rc(&answer), "00");
+    let mut inquiry = t.inquiry(ZHANG, "4321");
+    assert_eq!(rc(&exchange(&mut client, &t, &mut inquiry).await.0), "00");
+    let mut old = t.inquiry(ZHANG, "1234");
+    assert_eq!(rc(&exchange(&mut client, &t, &mut old).await.0), "55");
+
+    // A PIN change without its new PIN block is a format error and reaches nobody.
+    let mut missing = t.pin_change(ZHANG, "4321", "1111");
+    missing.remove(62);
+    assert_eq!(rc(&exchange(&mut client, &t, &mut missing).await.0), "30");
+
+    // The terminal reverses the change (say the card was retained before the receipt): the
+    // host restores the old PIN, once.
+    let mut reversal = terminal_reversal(&change, None);
+    reversal.remove(62);
+    let (answer, _) = exchange(&mut client, &t, &mut reversal).await;
+    assert_eq!(rc(&answer), "00");
+    let journal = Journal::open(&stack.journal_url()).await.unwrap();
+    let row = journal
+        .find(
+            "T0000001",
+            change.text(11).unwrap(),
+            change.text(13).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("the PIN change reversal did not complete", || {
+        let journal = journal.clone();
+        async move { journal.get(row.id).await.unwrap().state == TxnState::Reversed }
+    })
+    .await;
+    let mut back = t.inquiry(ZHANG, "1234");
+    assert_eq!(rc(&exchange(&mut client, &t, &mut back).await.0), "00");
+    let mut gone = t.inquiry(ZHANG, "4321");
+    assert_eq!(rc(&exchange(&mut client, &t, &mut gone).await.0), "55");
+}
+
+#[tokio::test]
+async fn transfer_through_the_engine_and_its_reversal() {
+    let stack = Stack::start(3_000);
+    let (mut client, mut t) = stack.sign_on().await;
+    let (zhang, li) = (stack.available(ZHANG).await, stack.available(LI).await);
+    let mut transfer = t.transfer(ZHANG, "1234", LI, 12_345);
+    let (answer, _) = exchange(&mut client, &t, &mut transfer).await;
+    assert_eq!(rc(&answer), "00");
+    assert_eq!(stack.available(ZHANG).await, zhang - 12_345);
+    assert_eq!(stack.available(LI).await, li + 12_345);
+
+    let mut reversal = terminal_reversal(&transfer, None);
+    let (answer, _) = exchange(&mut client, &t, &mut reversal).await;
+    assert_eq!(rc(&answer), "00");
+    eventually("the transfer was not reversed", || async {
+        stack.available(ZHANG).await == zhang && stack.available(LI).await == li
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -69,7 +69,7 @@ impl Stack {
 
     fn start_engine(&mut self) {
         self.starts += 1;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_online-txn"));
+        let mut cmd = Command::new(support::engine_bin());
         cmd.args(["serve", "--config"])
             .arg(self.dir.path().join("online-txn.toml"))
             .env("OPENTELLER_MASTER_KEY", MASTER);
@@ -450,7 +450,7 @@ fn the_admin_api_binds_loopback_unless_allowed() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_online-txn"))
+    let out = Command::new(support::engine_bin())
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("OPENTELLER_MASTER_KEY", MASTER)

@@ -981,8 +981,9 @@ impl Hub {
         })
     }
 
-    /// Translates the request's PIN block (F52) from the channel's PIN key to `backend`'s ZPK
-    /// in place; a request without one must have a pinless processing code. `Err`: the
+    /// Translates the request's PIN block (F52; for a PIN change also the new one in F62)
+    /// from the channel's PIN key to `backend`'s ZPK in place; a request without one must
+    /// have a pinless processing code. `Err`: the
     /// response code to decline with and why.
     fn translate_pin(
         &self,
@@ -1006,23 +1007,33 @@ impl Hub {
         let (Some(from), Some(to)) = (&ch.config.pin_key, &backend.zpk) else {
             return Err((rc::INVALID_TXN, "PIN block but no pin_key/zpk"));
         };
-        match self.engine.hsm.translate_pin(
-            from,
-            PinBlockFormat::Iso0,
-            &block,
-            to,
-            PinBlockFormat::Iso0,
-            pan,
-        ) {
-            Ok(t) => {
-                request.set(52, FieldValue::Binary(t.into()));
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(channel = %ch.config.name, stan = text(request, 11).unwrap_or_default(), error = %e, "PIN translation failed");
-                Err((rc::SYSTEM, "PIN translation failed"))
+        // A PIN change (F3 70xxxx) carries the new PIN block in F62: translated the same way.
+        let mut blocks = vec![(52, block)];
+        if pcode.starts_with(crate::engine::PIN_CHANGE) {
+            match request.get(62).and_then(FieldValue::as_bytes) {
+                Some(b) if b.len() == 8 => blocks.push((62, b.to_vec())),
+                _ => return Err((rc::FORMAT_ERROR, "PIN change without an 8-byte F62")),
             }
         }
+        for (n, block) in blocks {
+            match self.engine.hsm.translate_pin(
+                from,
+                PinBlockFormat::Iso0,
+                &block,
+                to,
+                PinBlockFormat::Iso0,
+                pan,
+            ) {
+                Ok(t) => {
+                    request.set(n, FieldValue::Binary(t.into()));
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %ch.config.name, stan = text(request, 11).unwrap_or_default(), field = n, error = %e, "PIN translation failed");
+                    return Err((rc::SYSTEM, "PIN translation failed"));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn declined(

@@ -16,21 +16,65 @@ impl Drop for Proc {
     }
 }
 
-/// The `host-sim` binary of this workspace, built if this test runs alone.
+/// The `host-sim` binary of this workspace, built from the current sources once per test
+/// process (see [`private_bins`]).
 pub(crate) fn host_sim_bin() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_online-txn"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let bin = dir.join("host-sim");
-    if !bin.exists() {
+    private_bins().1.clone()
+}
+
+/// The `online-txn` binary under test (see [`private_bins`]).
+pub(crate) fn engine_bin() -> PathBuf {
+    private_bins().0.clone()
+}
+
+/// (`online-txn`, `host-sim`), built from the current sources once per test process and
+/// hard-linked to paths of this process: the shared target directory may be rewritten by
+/// builds of other checkouts while the tests run, and a link keeps the build it was made of.
+/// Links of earlier runs (over an hour old) are removed.
+fn private_bins() -> &'static (PathBuf, PathBuf) {
+    static BINS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    BINS.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_BIN_EXE_online-txn"))
+            .parent()
+            .unwrap()
+            .to_owned();
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "openteller-host-sim", "--bin", "host-sim"])
+            .args([
+                "build",
+                "-p",
+                "openteller-host-sim",
+                "--bin",
+                "host-sim",
+                "-p",
+                "openteller-online-txn",
+                "--bin",
+                "online-txn",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
         assert!(status.success());
-    }
-    bin
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = (name.starts_with("online-txn-test-") || name.starts_with("host-sim-test-"))
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() > 3600));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let link = |name: &str| {
+            let private = dir.join(format!("{name}-test-{}", std::process::id()));
+            let _ = std::fs::remove_file(&private);
+            std::fs::hard_link(dir.join(name), &private)
+                .or_else(|_| std::fs::copy(dir.join(name), &private).map(|_| ()))
+                .unwrap();
+            private
+        };
+        (link("online-txn"), link("host-sim"))
+    })
 }
 
 /// Spawns a server and reads its `... listening: name=ADDR ...` line; stderr goes to `log`.
@@ -200,7 +244,7 @@ pub fn start_host_sim(dir: &Path) -> HostSim {
 
 /// Imports a clear key into the engine's key store with `online-txn keys import`.
 pub fn import_key(config: &Path, name: &str, usage: &str, hex: &str, env: &[(&str, &str)]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_online-txn"))
+    let out = Command::new(engine_bin())
         .args(["keys", "--config"])
         .arg(config)
         .args(["import", "--name", name, "--usage", usage, "--hex", hex])
