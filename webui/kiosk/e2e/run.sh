@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Browser end-to-end test of the kiosk business pages against the whole terminal: host-sim,
+# online-txn, terminal-native --headless (serving the built kiosk), four virtual driver-proxies and
+# devsim panel's simulator API, with the kiosk in headless Debian Chromium (playwright-core).
+#
+# Builds what it needs: the kiosk (npm ci + vite build into webui/kiosk/dist) and, unless
+# OPENTELLER_BIN_DIR points at ready binaries, `cargo build` of the five packages into
+# $CARGO_TARGET_DIR (default <repo>/target). Installs Debian's chromium when /usr/bin/chromium is
+# missing (as root or through sudo) and a CJK font for readable screenshots. Screenshots, logs and
+# the e-journal go to $OPENTELLER_ARTIFACTS (default: a temp dir).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+kiosk="$(cd "$here/.." && pwd)"
+repo="$(cd "$kiosk/../.." && pwd)"
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+command -v node >/dev/null 2>&1 || die "node is not installed (Node.js 20 or newer is needed)"
+command -v npm >/dev/null 2>&1 || die "npm is not installed"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old: 20 or newer is needed"
+
+if [ -n "${OPENTELLER_BIN_DIR:-}" ]; then
+  bin_dir="$OPENTELLER_BIN_DIR"
+else
+  say "cargo build (terminal-native, driver-proxy, online-txn, host-sim, devsim)"
+  (cd "$repo" && cargo build -q -p openteller-terminal-native -p openteller-driver-proxy \
+    -p openteller-online-txn -p openteller-host-sim -p openteller-device-panel)
+  case "${CARGO_TARGET_DIR:-}" in
+    "") bin_dir="$repo/target/debug" ;;
+    /*) bin_dir="$CARGO_TARGET_DIR/debug" ;;
+    *) bin_dir="$repo/$CARGO_TARGET_DIR/debug" ;;
+  esac
+fi
+for b in terminal-native driver-proxy online-txn host-sim devsim; do
+  [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing: build it (cargo build -p ...) or point OPENTELLER_BIN_DIR at the build"
+done
+export OPENTELLER_BIN_DIR="$(cd "$bin_dir" && pwd)"
+
+CHROMIUM="${OPENTELLER_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  [ "$CHROMIUM" = /usr/bin/chromium ] || die "OPENTELLER_CHROMIUM=$CHROMIUM is not an executable"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null \
+      || die "/usr/bin/chromium is missing and we are neither root nor allowed to sudo: run 'apt-get install -y chromium' as root and retry"
+    sudo="sudo -n"
+  fi
+  say "installing Debian chromium (apt-get)"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+    || die "could not install chromium with apt-get; install it (apt-get install -y chromium) and retry"
+  [ -x /usr/bin/chromium ] || die "apt-get installed chromium but /usr/bin/chromium is still missing"
+fi
+export OPENTELLER_CHROMIUM="$CHROMIUM"
+
+# The kiosk starts in zh-CN: without a CJK font the screenshots show empty boxes (the test reads
+# text, not pixels, so this is best effort).
+if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  say "installing a CJK font for readable screenshots (apt-get install fonts-wqy-microhei)"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+    || printf 'warning: no CJK font (apt-get install -y fonts-wqy-microhei): zh-CN screenshots will show boxes\n' >&2
+fi
+
+# Playwright must never fetch its own browsers (that download does not work here).
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+if [ -z "${OPENTELLER_KIOSK_DIST:-}" ]; then
+  say "npm ci + unit tests + vite build (webui/kiosk)"
+  (cd "$kiosk" && npm ci --no-audit --no-fund --loglevel=error && npm test --silent && npm run build --silent)
+fi
+
+cd "$here"
+say "npm ci (kiosk e2e)"
+npm ci --no-audit --no-fund --loglevel=error
+
+say "node --test kiosk.test.mjs (binaries from $OPENTELLER_BIN_DIR)"
+node --test --test-reporter=spec kiosk.test.mjs
