@@ -11,16 +11,20 @@ need_cmd npm "Install npm (it comes with Node.js)."
 if [ -z "${OPENTELLER_TEST_POSTGRES:-}" ]; then ensure_postgres; fi
 if [ -z "${OPENTELLER_TEST_REDIS:-}" ]; then ensure_redis; fi
 ensure_s3s_fs
+ensure_webview_deps
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p openteller-terminal-native --features window --all-targets --locked -- -D warnings
 say "cargo build (binaries the integration tests spawn)"
 cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked -- --test-threads="${OPENTELLER_TEST_THREADS:-4}"
+say "windowed terminal-native (kiosk window under its own Xvfb, bridge over wry IPC)"
+cargo test -p openteller-terminal-native --features window --locked --bin terminal-native --test windowed
 say "fuzz the 8583 codec for 30 s (libFuzzer, stable toolchain)"
 bash online-txn/codec/fuzz/run.sh 30 2>&1 | tail -n 2
 say "browser end-to-end (device panel)"
