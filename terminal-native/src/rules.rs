@@ -635,12 +635,21 @@ impl Gate {
                 if let Some(command_completion::Result::CashDispenser(r)) = &completion.result {
                     detail.push_str(&format!(" result={}", serde_json::json!(r)));
                 }
+                // The journal line first: after a crash right after the outcome is saved,
+                // the journal already shows how the command ended.
+                self.journal
+                    .note(format!(
+                        "{} {} {} {outcome}{detail}",
+                        admitted.device, admitted.command, admitted.request_id
+                    ))
+                    .await;
                 if let Err(e) = self.table.record_outcome(reference, &outcome).await {
                     tracing::error!(error = %e, "cannot record the dispense outcome");
                 }
                 if !ok {
                     self.settle.notify_one();
                 }
+                return;
             }
             _ => {}
         }
@@ -655,14 +664,7 @@ impl Gate {
     /// The command's stream broke before its completion (proxy gone): journal it and release.
     pub async fn abandon(&self, admitted: Admitted, reason: &str) {
         let detail = match &admitted.kind {
-            Kind::Dispense(r) | Kind::Present(r) => {
-                let outcome = format!("unknown: {reason}");
-                if let Err(e) = self.table.record_outcome(r, &outcome).await {
-                    tracing::error!(error = %e, "cannot record the dispense outcome");
-                }
-                self.settle.notify_one();
-                format!(" ref={r}")
-            }
+            Kind::Dispense(r) | Kind::Present(r) => format!(" ref={r}"),
             _ => String::new(),
         };
         self.journal
@@ -671,6 +673,13 @@ impl Gate {
                 admitted.device, admitted.command, admitted.request_id
             ))
             .await;
+        if let Kind::Dispense(r) | Kind::Present(r) = &admitted.kind {
+            let outcome = format!("unknown: {reason}");
+            if let Err(e) = self.table.record_outcome(r, &outcome).await {
+                tracing::error!(error = %e, "cannot record the dispense outcome");
+            }
+            self.settle.notify_one();
+        }
         drop(admitted);
     }
 }

@@ -1140,16 +1140,16 @@ fn retained_note(out: &TxnOutcome) -> &'static str {
     }
 }
 
+/// The answer's MTI: the function digit goes up by one and the origin digit is 0 (a 0401
+/// repeat is answered 0410).
 fn response_mti(mti: &str) -> String {
-    let mut b = mti.as_bytes().to_vec();
-    if let Some(c) = b.get_mut(2) {
-        *c = match *c {
-            b'0' => b'1',
-            b'2' => b'3',
-            other => other,
-        };
+    match mti.as_bytes() {
+        [a, b, c, _] if c.is_ascii_digit() => {
+            let function = (c - b'0' + 1) % 10;
+            format!("{}{}{function}0", char::from(*a), char::from(*b))
+        }
+        _ => mti.to_owned(),
     }
-    String::from_utf8(b).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1161,6 +1161,7 @@ mod tests {
         assert_eq!(response_mti("0200"), "0210");
         assert_eq!(response_mti("0800"), "0810");
         assert_eq!(response_mti("0400"), "0410");
+        assert_eq!(response_mti("0401"), "0410");
         assert_eq!(
             pan_of_track2(";6222020200112233445=49121010000?").as_deref(),
             Some("6222020200112233445")
