@@ -580,11 +580,12 @@ async fn every_front_does_inquiries_and_transfers() {
     assert_eq!(status, 200);
     assert!(body.contains("\"code\":\"55\""), "{body}");
 
-    // Without a PIN: teller allows inquiries (pinless = ["31"]) — host-sim insists on F52 and
-    // answers 30 — but not transfers, which the engine declines 55 without sending.
+    // Without a PIN: teller allows inquiries (pinless = ["31"]) — sent with F22 "..2" (no PIN
+    // entry capability), which host-sim accepts for inquiries — but not transfers, which the
+    // engine declines 55 without sending.
     let mut pinless = Req::inquiry("TD000001");
     pinless.pin = false;
-    assert_eq!(call(&stack, "teller", &pinless).await.rc, "30");
+    assert_eq!(call(&stack, "teller", &pinless).await.rc, "00");
     let mut pinless = Req::transfer("TD000001", 100);
     pinless.pin = false;
     assert_eq!(call(&stack, "teller", &pinless).await.rc, "55");
@@ -597,7 +598,11 @@ async fn every_front_does_inquiries_and_transfers() {
     // The journal has them, PANs masked, and the terminals' namespace is untouched.
     let journal = stack.journal().await;
     let approved = journal.in_state(TxnState::Approved).await.unwrap();
-    assert_eq!(approved.len(), 10, "an inquiry and a transfer per front");
+    assert_eq!(
+        approved.len(),
+        11,
+        "an inquiry and a transfer per front, and the PIN-less inquiry"
+    );
     assert!(
         approved
             .iter()
@@ -608,7 +613,8 @@ async fn every_front_does_inquiries_and_transfers() {
         .iter()
         .map(|r| r.response_code.clone().unwrap_or_default())
         .collect();
-    for want in ["55", "30", "12"] {
+    assert_eq!(codes.len(), 3, "{codes:?}");
+    for want in ["55", "12"] {
         assert!(codes.iter().any(|c| c == want), "{codes:?}");
     }
     let never_sent = declined

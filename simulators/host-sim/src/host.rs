@@ -131,6 +131,12 @@ fn identity(msg: &Message, class: u8) -> Result<(TxnKey, String, String), &'stat
     }
 }
 
+/// Whether F22 (POS entry mode, n 3) says the point of service cannot take a PIN: its third
+/// digit (PIN entry capability, ISO 8583:1987 and CUP) is 2.
+fn no_pin_entry(msg: &Message) -> bool {
+    text(msg, 22).is_some_and(|m| m.len() == 3 && m.as_bytes()[2] == b'2')
+}
+
 fn amount(msg: &Message) -> Result<Option<i64>, &'static str> {
     match text(msg, 4) {
         None => Ok(None),
@@ -334,10 +340,16 @@ impl Host {
             None
         };
         let (current, new) = self.pin_blocks(msg);
-        let current = current.ok_or(rc::FORMAT_ERROR)?;
-        let pin = match extract_pin(self.keys.pin_format, current, pan, &self.keys.zpk) {
-            Ok(p) => PinAttempt::Clear(p),
-            Err(_) => PinAttempt::Undecodable,
+        let pin = match current {
+            Some(block) => match extract_pin(self.keys.pin_format, block, pan, &self.keys.zpk) {
+                Ok(p) => PinAttempt::Clear(p),
+                Err(_) => PinAttempt::Undecodable,
+            },
+            // No PIN block: acceptable only from a point of service without PIN entry
+            // capability (F22, third digit 2), and only for some transactions (decided with
+            // the account); a PIN change always needs the current PIN.
+            None if no_pin_entry(msg) && kind != TxnKind::PinChange => PinAttempt::Absent,
+            None => return Err(rc::FORMAT_ERROR),
         };
         let new_pin = if kind == TxnKind::PinChange {
             let block = new.ok_or(rc::FORMAT_ERROR)?;

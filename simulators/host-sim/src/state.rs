@@ -273,13 +273,16 @@ impl Account {
 pub(crate) enum PinAttempt {
     Clear(Zeroizing<String>),
     Undecodable,
+    /// No PIN block, and F22 says the point of service has no PIN entry capability (a
+    /// channel such as mobile banking): allowed for inquiries and transfers only.
+    Absent,
 }
 
 impl PinAttempt {
     fn matches(&self, pin: &str) -> bool {
         match self {
             PinAttempt::Clear(p) => ct_eq(p.as_bytes(), pin.as_bytes()),
-            PinAttempt::Undecodable => false,
+            PinAttempt::Undecodable | PinAttempt::Absent => false,
         }
     }
 }
@@ -504,15 +507,22 @@ impl State {
         {
             return Decision::decline(rc::EXPIRED_CARD);
         }
-        if !req.pin.matches(&acct.pin) {
+        if matches!(req.pin, PinAttempt::Absent) {
+            // Money leaving the bank (withdrawal) and PIN changes need the cardholder's PIN;
+            // the wrong-PIN count is not touched: nothing wrong was entered.
+            if !matches!(req.kind, TxnKind::Inquiry | TxnKind::Transfer) {
+                return Decision::decline(rc::INCORRECT_PIN);
+            }
+        } else if !req.pin.matches(&acct.pin) {
             acct.pin_tries = acct.pin_tries.saturating_add(1);
             if acct.pin_tries >= max_tries {
                 acct.locked = true;
                 return Decision::decline(rc::PIN_TRIES_EXCEEDED);
             }
             return Decision::decline(rc::INCORRECT_PIN);
+        } else {
+            acct.pin_tries = 0;
         }
-        acct.pin_tries = 0;
         if req.currency.as_deref().is_some_and(|c| c != acct.currency) {
             return Decision::decline(rc::INVALID_AMOUNT);
         }

@@ -374,6 +374,47 @@ async fn pin_change_then_inquiry_with_the_new_pin() {
 }
 
 #[tokio::test]
+async fn pin_less_requests_only_from_points_without_pin_entry() {
+    let sim = Sim::start("");
+    let mut c = sim.client().await;
+    let mut t = sim.terminal("MB000001");
+    let no_pin = |mut m: Message, entry: &str| {
+        m.remove(52);
+        m.with(22, entry)
+    };
+    // F22 "012": manual PAN entry, no PIN entry capability (a channel): inquiry and transfer
+    // are processed without a PIN.
+    let mut inquiry = no_pin(t.inquiry(ZHANG, "1234"), "012");
+    let resp = call(&mut c, &t, &mut inquiry).await;
+    assert_eq!(code(&resp), "00");
+    assert!(resp.has(54));
+    let mut transfer = no_pin(t.transfer(ZHANG, "1234", LI, 1_000), "012");
+    assert_eq!(code(&call(&mut c, &t, &mut transfer).await), "00");
+    assert_eq!(sim.available(LI).await, 100_000_000 + 1_000);
+    // A withdrawal needs the cardholder's PIN: 55, nothing moves, no wrong-PIN counted.
+    let mut withdrawal = no_pin(t.withdrawal(ZHANG, "1234", 1_000), "012");
+    assert_eq!(code(&call(&mut c, &t, &mut withdrawal).await), "55");
+    assert_eq!(sim.available(ZHANG).await, 100_000_000 - 1_000);
+    assert_eq!(sim.account(ZHANG).await["pin_tries"], 0);
+    // A PIN change needs the current PIN: 30.
+    let mut change = t.pin_change(ZHANG, "1234", "5555");
+    change.remove(52);
+    change.set(22, "012");
+    assert_eq!(code(&call(&mut c, &t, &mut change).await), "30");
+    // A point of service that can take a PIN (F22 "..1") but sent none, or no F22: 30.
+    for entry in ["021", ""] {
+        let mut inquiry = t.inquiry(ZHANG, "1234");
+        inquiry.remove(52);
+        if entry.is_empty() {
+            inquiry.remove(22);
+        } else {
+            inquiry.set(22, entry);
+        }
+        assert_eq!(code(&call(&mut c, &t, &mut inquiry).await), "30");
+    }
+}
+
+#[tokio::test]
 async fn pin_change_reversal_restores_the_old_pin_once() {
     let sim = Sim::start("");
     let mut c = sim.client().await;

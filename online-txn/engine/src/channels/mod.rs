@@ -999,6 +999,12 @@ impl Hub {
             .map(<[u8]>::to_vec)
         else {
             return if ch.pinless(pcode) {
+                // Said so to the back end: F22's third digit 2 = no PIN entry capability
+                // (ISO 8583:1987 and CUP); the PAN entry mode is kept, "01" (manual) if none.
+                let entry = text(request, 22)
+                    .filter(|m| m.len() == 3)
+                    .map_or_else(|| "01".to_owned(), |m| m[..2].to_owned());
+                request.set(22, format!("{entry}2"));
                 Ok(())
             } else {
                 Err((PIN_REQUIRED, "no PIN block (not a pinless code)"))
