@@ -547,7 +547,7 @@ async function withdrawal() {
     return 'finish';
   }
   if (!d.taken) {
-    note(`CASH RETRACTED ref=${r.authorization}`);
+    note(`CASH NOT TAKEN ref=${r.authorization}`);
     await showMessage('error.cashNotTaken', 'error');
     return 'finish';
   }

@@ -279,23 +279,31 @@ describe('SJSBL', () => {
     assert.deepEqual(echo, [1, 2, 2]);
   });
 
-  it('dispenseCash retracts notes not taken', async () => {
+  it('dispenseCash leaves notes not taken to the host\'s settler (no page retract)', async () => {
     const t = fakeTransport(host((msg, tr) => {
       if (msg.method === 'journal.write') return tr.push({ id: msg.id, result: {} });
       const cmd = msg.params.command.cashDispenser;
+      assert.equal(msg.params.authorization, 'REF1');
       if (cmd.dispense) {
-        assert.equal(msg.params.authorization, 'REF1');
+        assert.equal(cmd.dispense.present, false);
         return tr.push({ id: msg.id, result: ok({ cashDispenser: { dispense: { dispensed: { items: [{ unitNumber: 1, count: 3 }] } } } }) });
       }
       if (cmd.present) return tr.push({ id: msg.id, error: { code: 'COMMAND_FAILED', message: 'not taken', completion: 'COMMAND_ERROR', xfsCode: -335 } });
-      if (cmd.retract) return tr.push({ id: msg.id, result: ok({ cashDispenser: { moved: { count: 3 } } }) });
       assert.fail(`unexpected ${JSON.stringify(cmd)}`);
     }));
     const b = createSjsbl(new Sjsl(t), config);
     const r = await b.dispenseCash({ amount: 30000, authorization: 'REF1', takeTimeoutMs: 100 });
-    assert.deepEqual(r, { taken: false, retracted: true, notes: 3 });
+    assert.deepEqual(r, { taken: false, notes: 3 });
     const cmds = t.sent.filter((m) => m.method === 'device.execute').map((m) => Object.keys(m.params.command.cashDispenser)[0]);
-    assert.deepEqual(cmds, ['dispense', 'present', 'retract']);
+    assert.deepEqual(cmds, ['dispense', 'present']);
+    assert.match(t.sent.find((m) => m.method === 'journal.write').params.text, /NOT TAKEN ref=REF1/);
+  });
+
+  it('dispenseCash passes other failures on', async () => {
+    const t = fakeTransport(host((msg, tr) =>
+      tr.push({ id: msg.id, error: { code: 'COMMAND_FAILED', message: 'cannot', completion: 'COMMAND_ERROR', xfsCode: -306 } })));
+    const b = createSjsbl(new Sjsl(t), config);
+    await assert.rejects(b.dispenseCash({ amount: 30000, authorization: 'REF1' }), { xfsCode: -306 });
   });
 
   it('returnCard retains a card whose eject jammed', async () => {

@@ -154,10 +154,12 @@ export function createSjsbl(sjsl, config) {
 
     /**
      * Dispenses an approved withdrawal: Dispense (stack) and Present with the host's
-     * authorisation, then waits for the customer to take the notes. Notes not taken in time are
-     * retracted. Once the dispense is sent it runs to its end (a `signal` only stops it before).
+     * authorisation, then waits for the customer to take the notes. Notes not taken in time
+     * (ITEMSNOTTAKEN) are left to terminal-native's settler, which retracts them, works out what
+     * the customer got from the dispenser's counters and reverses the rest: a page retract would
+     * race it. Once the dispense is sent it runs to its end (a `signal` only stops it before).
      * @param {{amount: number, currency?: string, authorization: string, takeTimeoutMs?: number, signal?: AbortSignal, onPresented?: () => void}} opts
-     * @returns {Promise<{taken: boolean, retracted: boolean, notes: number}>}
+     * @returns {Promise<{taken: boolean, notes: number}>}
      */
     async dispenseCash(opts) {
       if (opts.signal?.aborted) throw new SjslError('ABORTED', 'dispense aborted before it was sent');
@@ -180,12 +182,11 @@ export function createSjsbl(sjsl, config) {
             },
           },
         );
-        return { taken: true, retracted: false, notes };
+        return { taken: true, notes };
       } catch (e) {
         if (!(e instanceof SjslError) || e.xfsCode !== XFS.ITEMSNOTTAKEN) throw e;
-        await journal(`NOTES NOT TAKEN ref=${opts.authorization} amount=${opts.amount} ${currency}: retracting`);
-        await cdm().retract({}, { timeoutMs: 60_000 });
-        return { taken: false, retracted: true, notes };
+        await journal(`NOTES NOT TAKEN ref=${opts.authorization} amount=${opts.amount} ${currency}: left to the settler`);
+        return { taken: false, notes };
       }
     },
 
