@@ -32,6 +32,15 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Device command limit for the host's own commands.
 const HOST_COMMAND_MS: u32 = 30_000;
 
+/// A request id for a host command: `<prefix>-<n>`, n counting from 1 in this process.
+pub fn host_request_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "{prefix}-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// The first configured device of `class`.
 pub fn device_of(t: &Terminal, class: DeviceClass) -> Option<String> {
     t.settings()
@@ -256,7 +265,7 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
         };
         let mut cleared = String::from("output empty");
         if let Some((what, c)) = clear {
-            let rid = format!("settle-{}", openteller_keeper::unix_ms());
+            let rid = host_request_id("settle");
             match host_command(t, &device, rid, HOST_COMMAND_MS, c, None).await {
                 Ok(done) if succeeded(&done) => cleared = format!("{what} done"),
                 Ok(done) => {
@@ -364,7 +373,7 @@ pub async fn retain_card(t: &Terminal, why: &str) -> bool {
     let Some(reader) = device_of(t, DeviceClass::CardReader) else {
         return false;
     };
-    let rid = format!("retain-{}", openteller_keeper::unix_ms());
+    let rid = host_request_id("retain");
     let c = command::Command::CardReader(CardReaderCommand {
         command: Some(card_reader_command::Command::Retain(Retain {})),
     });

@@ -6,7 +6,8 @@
 //! class's `Reset`; it signs on again when the working keys are missing; it wakes the settler
 //! and the reversal queue. The terminal returns to service by itself when every critical
 //! device is online again (the health follows the proxies' status notices). Each check is one
-//! journal line: `SELF-CHECK in service` or `SELF-CHECK out of service: … actions: …`.
+//! journal line: `SELF-CHECK in service`, or `SELF-CHECK out of service: <reasons>; actions:
+//! <what was tried>; now in service` (or `still out of service: <reasons>`).
 //!
 //! **Sign-on** (with `[online]`): at start, as soon as the EPP is online, then again whenever
 //! the working keys are lost — online-txn answered A0 (MAC error) or A7 (not signed on), or a
@@ -49,6 +50,7 @@ fn reset_command(class: DeviceClass) -> Option<command::Command> {
 
 /// One self-check; answers the journal line it wrote.
 pub async fn check(t: &Arc<Terminal>) -> String {
+    let before = t.status();
     let mut actions: Vec<String> = Vec::new();
     let devices = t.devices();
     for view in devices.views() {
@@ -82,7 +84,7 @@ pub async fn check(t: &Arc<Terminal>) -> String {
         let Some(c) = reset_command(spec.class) else {
             continue;
         };
-        let rid = format!("selfcheck-{}", openteller_keeper::unix_ms());
+        let rid = crate::recovery::host_request_id("selfcheck");
         let outcome = match host_command(t, &view.name, rid, 30_000, c, None).await {
             Ok(done) if succeeded(&done) => "reset".to_owned(),
             Ok(done) => format!("reset failed: {}", crate::rules::completion_text(&done)),
@@ -109,24 +111,32 @@ pub async fn check(t: &Arc<Terminal>) -> String {
     if let Some(client) = t.txn() {
         client.wake_reversals();
     }
-    let status = t.status();
-    let line = if status.in_service {
-        format!(
-            "SELF-CHECK in service{}",
-            if actions.is_empty() {
-                String::new()
-            } else {
-                format!("; actions: {}", actions.join("; "))
-            }
-        )
+    let after = t.status();
+    let line = if before.in_service && actions.is_empty() {
+        "SELF-CHECK in service".to_owned()
     } else {
         format!(
-            "SELF-CHECK out of service: {}; actions: {}",
-            status.out_of_service_reasons.join("; "),
+            "SELF-CHECK {}; actions: {}; {}",
+            if before.in_service {
+                "in service".to_owned()
+            } else {
+                format!(
+                    "out of service: {}",
+                    before.out_of_service_reasons.join("; ")
+                )
+            },
             if actions.is_empty() {
                 "none".to_owned()
             } else {
                 actions.join("; ")
+            },
+            if after.in_service {
+                "now in service".to_owned()
+            } else {
+                format!(
+                    "still out of service: {}",
+                    after.out_of_service_reasons.join("; ")
+                )
             }
         )
     };

@@ -447,3 +447,86 @@ async fn pages_write_the_journal_log_and_data_pool() {
         json!({"deleted": false})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_jam_is_journaled_and_the_self_check_brings_the_reader_back() {
+    use openteller_proto::device::v1::{SetError, simulator_request};
+    let (r, mut page) = rig("[self_check]\ninterval_s = 1\n").await;
+    let retained_before = match r.idc.status().await.detail {
+        Some(device_status::Detail::CardReader(s)) => s.retain_count,
+        other => panic!("{other:?}"),
+    };
+    insert_card(&mut page, &r.idc, "read-1").await;
+    let reply = r
+        .idc
+        .control(simulator_request::Action::SetError(SetError {
+            command: "CardReader.Eject".into(),
+            error_code: -200,
+            count: 1,
+        }))
+        .await;
+    assert_eq!(reply.result.unwrap().code, 1, "error preset");
+    // Only what follows counts (start-up had its own status events).
+    page.events.clear();
+    let e = page
+        .call(
+            "device.execute",
+            json!({"device": "idc", "requestId": "eject-1",
+                   "command": {"cardReader": {"eject": {}}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "COMMAND_FAILED", "{e}");
+    assert_eq!(e["xfsCode"], -200, "{e}");
+    let alarm = page
+        .event("card_jam alarm", |v| {
+            v["event"] == "terminal.alarm" && v["data"]["kind"] == "card_jam"
+        })
+        .await;
+    assert_eq!(alarm["data"]["source"], "idc", "{alarm}");
+    // The reader's hardware error takes the terminal out of service ...
+    page.event("out of service", |v| {
+        v["event"] == "terminal.status" && v["data"]["inService"] == false
+    })
+    .await;
+    // ... until the self-check resets the reader (which keeps the jammed card).
+    page.event("back in service", |v| {
+        v["event"] == "terminal.status" && v["data"]["inService"] == true
+    })
+    .await;
+    let status = page.call("terminal.status", json!({})).await.unwrap();
+    assert_eq!(status["session"]["card"], "idle", "{status}");
+    match r.idc.status().await.detail {
+        Some(device_status::Detail::CardReader(s)) => {
+            assert_eq!(s.retain_count, retained_before + 1, "{s:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let journal = r.native.journal();
+    assert!(
+        journal.contains("idc CardReader.Eject eject-1 COMMAND_ERROR -200"),
+        "{journal}"
+    );
+    assert!(journal.contains("CARD JAMMED: session ended"), "{journal}");
+    assert!(
+        journal.contains(
+            "SELF-CHECK out of service: idc is hardware_error; actions: idc: \
+             DEVICE_STATE_HARDWARE_ERROR → reset; now in service"
+        ),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("idc CardReader.Reset selfcheck-"),
+        "{journal}"
+    );
+    // Every check is journaled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !r.native.journal().contains("SELF-CHECK in service") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            r.native.journal()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
