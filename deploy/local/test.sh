@@ -31,4 +31,5 @@ say "browser end-to-end (device panel)"
 bash simulators/device-panel/e2e/run.sh
 say "browser end-to-end (console)"
 bash webui/console/e2e/run.sh
+bash webui/kiosk/e2e/run.sh  # browser end-to-end (kiosk SPA against the whole terminal)
 say "all tests passed"

@@ -189,7 +189,10 @@ let current = null;
  * @returns {Promise<Sjsl>}
  */
 export async function connect(opts = {}) {
-  if (current && !opts.transport) return current;
+  if (current && !opts.transport) {
+    await current.bridge.whenOpen();
+    return current;
+  }
   const sjsl = new Sjsl(opts.transport || defaultTransport(), opts);
   if (!opts.transport) current = sjsl;
   await sjsl.bridge.whenOpen();
