@@ -120,6 +120,7 @@ struct RawSelfCheck {
 #[serde(deny_unknown_fields)]
 struct RawRules {
     max_pin_attempts: Option<u32>,
+    abandon_after_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +287,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Wrong PINs before the card is retained.
     pub max_pin_attempts: u32,
+    /// An approved withdrawal not dispensed, or stacked notes not presented, this long while
+    /// the terminal is idle is abandoned: reversed (`[rules] abandon_after_s`, default 300).
+    pub abandon_after: Duration,
     /// Devices, in name order.
     pub devices: Vec<DeviceSpec>,
     /// Heartbeats to the keeper, if configured.
@@ -388,6 +392,10 @@ impl Settings {
         let max_pin_attempts = raw.rules.max_pin_attempts.unwrap_or(3);
         if !(1..=10).contains(&max_pin_attempts) {
             return Err(invalid("rules.max_pin_attempts must be 1..=10"));
+        }
+        let abandon_after = Duration::from_secs(raw.rules.abandon_after_s.unwrap_or(300));
+        if !(1..=86_400).contains(&abandon_after.as_secs()) {
+            return Err(invalid("rules.abandon_after_s must be 1..=86400"));
         }
         let mut devices = Vec::new();
         for (name, d) in raw.devices {
@@ -523,6 +531,7 @@ impl Settings {
             state_dir: raw.state_dir,
             listen,
             max_pin_attempts,
+            abandon_after,
             devices,
             keeper,
             online,
@@ -570,6 +579,7 @@ mod tests {
             base("[devices.idc]\nclass = \"CardReader\"\nendpoint = \"unix:/a\"\nextra = 1\n"),
             base("[keeper]\ncontrol = \"tcp:10.0.0.1:7700\"\n"),
             base("[rules]\nmax_pin_attempts = 0\n"),
+            base("[rules]\nabandon_after_s = 0\n"),
             base("[self_check]\ninterval_s = 0\n"),
             base("[self_check]\nevery = 1\n"),
             base("").replace("127.0.0.1:0", "0.0.0.0:80"),

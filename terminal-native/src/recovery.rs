@@ -348,6 +348,55 @@ async fn queue(t: &Terminal, a: &Authorization, why: &str, delivered: u64) {
     }
 }
 
+/// Withdrawals a page left behind (the page died or forgot): an approval never dispensed, or
+/// notes stacked and never presented, older than `[rules] abandon_after_s`, while the terminal
+/// is idle (no card session, no command). The approval is reversed; the stacked notes are
+/// handed to the settler (rejected, then reversed). Answers how many were abandoned.
+pub async fn abandon_stale(t: &Terminal) -> usize {
+    if !t.gate().idle() {
+        return 0;
+    }
+    let table = t.gate().table().clone();
+    let limit = t.settings().abandon_after.as_millis() as u64;
+    let now = openteller_keeper::unix_ms();
+    let mut n = 0;
+    for a in table.all().await {
+        let since = a.dispensed_at_ms.unwrap_or(a.approved_at_ms);
+        if now.saturating_sub(since) < limit || a.original.is_none() {
+            continue;
+        }
+        let secs = limit / 1000;
+        match (a.state, a.outcome.as_deref()) {
+            (AuthState::Approved, _) => {
+                let why = format!("abandoned: approved, not dispensed within {secs} s");
+                t.gate()
+                    .journal()
+                    .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                    .await;
+                queue(t, &a, &why, 0).await;
+                n += 1;
+            }
+            (AuthState::Dispensed, Some("SUCCESS")) => {
+                let why = format!("abandoned: stacked, not presented within {secs} s");
+                t.gate()
+                    .journal()
+                    .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                    .await;
+                if table
+                    .update(&a.reference, |e| e.outcome = Some(why.clone()))
+                    .await
+                    .is_ok()
+                {
+                    t.gate().settle_signal().notify_one();
+                    n += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
 /// The settler task: settles at start, whenever the gate signals, and retries while work is
 /// left.
 pub async fn run_settler(t: Arc<Terminal>, stop: CancellationToken) {

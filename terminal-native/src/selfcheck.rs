@@ -107,6 +107,10 @@ pub async fn check(t: &Arc<Terminal>) -> String {
         t.poke_status();
         actions.push(format!("keys missing → {outcome}"));
     }
+    let abandoned = crate::recovery::abandon_stale(t).await;
+    if abandoned > 0 {
+        actions.push(format!("{abandoned} abandoned withdrawal(s) to reverse"));
+    }
     t.gate().settle_signal().notify_one();
     if let Some(client) = t.txn() {
         client.wake_reversals();

@@ -450,6 +450,9 @@ impl TxnClient {
             let data = raw.get(MTI_OFFSET..end).unwrap_or(&[]).to_vec();
             let expected = self.generate_mac(t, data).await?;
             if !raw.ends_with(mac) || expected.get(..MAC_LEN) != Some(mac) {
+                // online-txn MACs its answers under its current TAK: ours is not that one
+                // (another sign-on happened, or online-txn lost its keys).
+                self.keys_lost(t, "the answer's MAC is wrong");
                 return Err(TxnError::BadAnswer("the answer's MAC is wrong".into()));
             }
         } else if text(&answer, 39) == Some("00") {

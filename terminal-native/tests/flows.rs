@@ -530,3 +530,99 @@ async fn a_card_jam_is_journaled_and_the_self_check_brings_the_reader_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_the_page_never_dispenses_is_reversed() {
+    let (r, mut page) = rig("[self_check]\ninterval_s = 1\n[rules]\nabandon_after_s = 2\n").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    let res = page
+        .call(
+            "txn.withdrawal",
+            json!({"amount": 10000, "currency": "CNY"}),
+        )
+        .await
+        .unwrap();
+    let reference = res["authorization"].as_str().unwrap().to_owned();
+    assert_eq!(available(&r.host.control), START_BALANCE - 10000);
+    // While the card session is open nothing is abandoned; after the eject the page is gone.
+    page.call(
+        "device.execute",
+        json!({"device": "idc", "command": {"cardReader": {"eject": {}}}}),
+    )
+    .await
+    .unwrap();
+    wait_balance(&r.host.control, START_BALANCE).await;
+    let journal = r.native.journal();
+    assert!(
+        journal.contains(&format!(
+            "TXN ABANDONED ref={reference} abandoned: approved, not dispensed within 2 s"
+        )),
+        "{journal}"
+    );
+    // Too late to dispense now.
+    let e = page
+        .call(
+            "device.execute",
+            json!({"device": "cdm", "authorization": reference,
+                   "command": {"cashDispenser": {"dispense": {"currency": "CNY", "amount": 10000}}}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "DISPENSE_REFUSED", "{e}");
+}
+
+/// A sign-on for this terminal that the terminal did not make: online-txn now has working
+/// keys the EPP does not.
+fn sign_on_behind_its_back(terminals: &str) {
+    use openteller_codec::framing::{Framer, LengthPrefix};
+    use openteller_codec::{FieldValue, Message, Spec, Subfield};
+    use std::io::{Read, Write};
+    let spec = Spec::builtin("cup").unwrap();
+    let m = Message::new("0800")
+        .with_tpdu(vec![0x60, 0x00, 0x01, 0x00, 0x00])
+        .with_header(vec![0x60, 0x31, 0x00, 0x00, 0x00, 0x00])
+        .with(11, "999999")
+        .with(12, "120000")
+        .with(13, "0101")
+        .with(41, "T0000001")
+        .with(42, "OPENTELLER00001")
+        .with(
+            60,
+            FieldValue::Subfields(vec![
+                Subfield::new("1", "00"),
+                Subfield::new("2", "000001"),
+                Subfield::new("3", "003"),
+            ]),
+        );
+    let framed = Framer::new(LengthPrefix::Binary2, 4096)
+        .frame(&spec.encode(&m).unwrap())
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(terminals).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut body).unwrap();
+    let answer = spec.decode(&body).unwrap();
+    assert_eq!(answer.get(39).and_then(FieldValue::as_text), Some("00"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_working_keys_are_replaced_by_an_automatic_sign_on() {
+    let (r, mut page) = rig("").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    sign_on_behind_its_back(&r.host.terminals);
+    // The answer's MAC is not under our TAK: refused, and the keys count as lost.
+    let e = page.call("txn.inquiry", json!({})).await.unwrap_err();
+    assert_eq!(e["code"], "HOST_ERROR", "{e}");
+    // The sign-on task brings new keys; the customer's next try works.
+    wait_in_service(&mut page).await;
+    let journal = r.native.journal();
+    assert_eq!(journal.matches("TXN SIGN-ON").count(), 2, "{journal}");
+    enter_pin(&mut page, &r.pin, "1234", "pin-2").await;
+    let res = page.call("txn.inquiry", json!({})).await.unwrap();
+    assert_eq!(res["responseCode"], "00", "{res}");
+}
