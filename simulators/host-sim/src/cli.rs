@@ -188,7 +188,12 @@ fn serve(
         let sim = HostSim::bind(config).await?;
         let addr = sim.local_addr()?;
         let control = sim.control_addr()?;
-        println!("host-sim listening: iso8583={addr} control=http://{control}");
+        let formats: String = sim
+            .format_addrs()
+            .iter()
+            .map(|(name, a)| format!(" {name}={a}"))
+            .collect();
+        println!("host-sim listening: iso8583={addr} control=http://{control}{formats}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         sim.run(shutdown_signal()).await

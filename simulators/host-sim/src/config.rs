@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use crate::accounts::{AccountSeed, AccountTables, check_unique, load_accounts};
 use crate::faults::{Faults, FaultsUpdate};
+use crate::listeners::{ListenerConfig, RawListener};
 use crate::wire::MacKey;
 
 /// Default 8583 listen address.
@@ -135,6 +136,8 @@ pub struct Config {
     pub max_pin_tries: u8,
     /// Faults active from the start.
     pub faults: Faults,
+    /// Format listeners (`[[listeners]]`): the same host in other message formats.
+    pub listeners: Vec<ListenerConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +166,8 @@ struct RawConfig {
     account: Vec<toml::Value>,
     #[serde(default)]
     generate: Vec<toml::Value>,
+    #[serde(default)]
+    listeners: Vec<RawListener>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,7 +246,21 @@ impl Config {
         if max_pin_tries == 0 {
             return Err(ConfigError("max_pin_tries must be at least 1".into()));
         }
+        let listeners = raw
+            .listeners
+            .into_iter()
+            .map(|l| l.resolve(base))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, l) in listeners.iter().enumerate() {
+            if listeners[..i].iter().any(|o| o.name == l.name) {
+                return Err(ConfigError(format!(
+                    "listeners {:?}: defined twice",
+                    l.name
+                )));
+            }
+        }
         Ok(Config {
+            listeners,
             listen: addr("listen", raw.listen, DEFAULT_LISTEN)?,
             control: addr("control", raw.control, DEFAULT_CONTROL)?,
             keys,

@@ -231,6 +231,27 @@ impl Host {
                 return Outcome::Close;
             }
         };
+        self.process(&msg, Some(payload), faults)
+    }
+
+    /// Handles one request that arrived on a trusted format listener ([`crate::listeners`]):
+    /// already a `cup` message, without a MAC to check (the answer is still sealed).
+    pub(crate) fn handle_trusted(&self, msg: &Message) -> Outcome {
+        let faults = self.faults();
+        if faults.disconnect {
+            return Outcome::Close;
+        }
+        self.process(msg, None, faults)
+    }
+
+    /// The spec of the messages handled (the `cup` profile).
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// A decoded request; `payload` is its encoding for the MAC check, `None` for a trusted
+    /// listener (no MAC check).
+    fn process(&self, msg: &Message, payload: Option<&[u8]>, faults: Faults) -> Outcome {
         let Some((class, resp_mti)) = classify(&msg.mti) else {
             debug!(mti = %msg.mti, "ignoring a response MTI");
             return Outcome::Nothing;
@@ -239,15 +260,19 @@ impl Host {
         let reply = match class {
             Class::Unsupported => {
                 let seal = msg.has(64) || msg.has(128);
-                self.answer(&msg, &resp_mti, ECHO_TXN, rc::INVALID_TRANSACTION, seal)
+                self.answer(msg, &resp_mti, ECHO_TXN, rc::INVALID_TRANSACTION, seal)
             }
-            Class::Network => match self.keys.mac.check(&self.spec, payload, &msg) {
-                MacCheck::Missing => self.answer(&msg, &resp_mti, ECHO_NET, rc::APPROVED, false),
-                MacCheck::Valid => self.answer(&msg, &resp_mti, ECHO_NET, rc::APPROVED, true),
-                MacCheck::Invalid => self.answer(&msg, &resp_mti, ECHO_NET, rc::MAC_ERROR, true),
+            Class::Network => match payload.map(|p| self.keys.mac.check(&self.spec, p, msg)) {
+                None | Some(MacCheck::Missing) => {
+                    self.answer(msg, &resp_mti, ECHO_NET, rc::APPROVED, false)
+                }
+                Some(MacCheck::Valid) => self.answer(msg, &resp_mti, ECHO_NET, rc::APPROVED, true),
+                Some(MacCheck::Invalid) => {
+                    self.answer(msg, &resp_mti, ECHO_NET, rc::MAC_ERROR, true)
+                }
             },
             Class::Financial | Class::Reversal => {
-                self.transaction(&msg, payload, class, &resp_mti, &faults)
+                self.transaction(msg, payload, class, &resp_mti, &faults)
             }
         };
         let Some(payload) = reply else {
@@ -267,15 +292,15 @@ impl Host {
     fn transaction(
         &self,
         msg: &Message,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         class: Class,
         resp_mti: &str,
         faults: &Faults,
     ) -> Option<Bytes> {
-        let mac_ok = match self.keys.mac.check(&self.spec, payload, msg) {
-            MacCheck::Valid => true,
-            MacCheck::Missing => !self.require_mac,
-            MacCheck::Invalid => false,
+        let mac_ok = match payload.map(|p| self.keys.mac.check(&self.spec, p, msg)) {
+            None | Some(MacCheck::Valid) => true,
+            Some(MacCheck::Missing) => !self.require_mac,
+            Some(MacCheck::Invalid) => false,
         };
         if !mac_ok {
             debug!(mti = %msg.mti, stan = ?msg.text(11), "MAC error");

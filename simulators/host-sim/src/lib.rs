@@ -29,6 +29,7 @@ mod control;
 pub mod faults;
 mod host;
 mod journal;
+pub mod listeners;
 mod server;
 mod state;
 pub mod wire;
@@ -86,6 +87,7 @@ pub struct HostSim {
     host: Arc<Host>,
     listener: TcpListener,
     control: TcpListener,
+    formats: Vec<listeners::Bound>,
     journal: Option<JournalWriter>,
     max_connections: usize,
 }
@@ -118,6 +120,20 @@ impl HostSim {
                 addr: config.control,
                 source,
             })?;
+        let mut formats = Vec::new();
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.listen)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: "format listener",
+                    addr: l.listen,
+                    source,
+                })?;
+            formats.push(listeners::Bound {
+                config: l.clone(),
+                listener,
+            });
+        }
         if !config.control.ip().is_loopback() {
             tracing::warn!(addr = %config.control, "the control API has no authentication and is not on loopback");
         }
@@ -132,9 +148,18 @@ impl HostSim {
             host: Arc::new(Host::new(&config, spec, tx)),
             listener,
             control,
+            formats,
             journal,
             max_connections: config.max_connections,
         })
+    }
+
+    /// The bound format listeners: `(name, address)`, in configuration order.
+    pub fn format_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.formats
+            .iter()
+            .filter_map(|b| Some((b.config.name.clone(), b.listener.local_addr().ok()?)))
+            .collect()
     }
 
     /// The bound 8583 address.
@@ -154,11 +179,23 @@ impl HostSim {
             host,
             listener,
             control,
+            formats,
             journal,
             max_connections,
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let format_tasks: Vec<_> = formats
+            .into_iter()
+            .map(|b| {
+                tokio::spawn(listeners::serve(
+                    b,
+                    host.clone(),
+                    token.clone(),
+                    tracker.clone(),
+                ))
+            })
+            .collect();
         let accept = tokio::spawn(server::serve(
             listener,
             host.clone(),
@@ -179,6 +216,9 @@ impl HostSim {
         info!("shutting down");
         token.cancel();
         let _ = accept.await;
+        for t in format_tasks {
+            let _ = t.await;
+        }
         tracker.close();
         tracker.wait().await;
         match api.await {

@@ -67,6 +67,8 @@ pub struct Sim {
     pub addr: SocketAddr,
     pub control: String,
     pub dir: tempfile::TempDir,
+    /// The `host-sim listening: ...` line.
+    pub line: String,
     http: reqwest::Client,
 }
 
@@ -118,6 +120,7 @@ impl Sim {
             addr: addr.expect("8583 address"),
             control: control.expect("control address"),
             dir,
+            line,
             http: reqwest::Client::new(),
         }
     }
