@@ -642,6 +642,7 @@ describe('kiosk end to end', { concurrency: false }, () => {
     await page.getByTestId('more-time').waitFor({ timeout: KIOSK_CONFIG.customerTimeoutMs + WAIT_MS });
     await snap('more-time');
     await click('more-time-yes');
+    await page.getByTestId('more-time').waitFor({ state: 'hidden' });
     await waitScreen('menu');
     await page.getByTestId('more-time').waitFor({ timeout: KIOSK_CONFIG.customerTimeoutMs + WAIT_MS });
     await click('more-time-no');
