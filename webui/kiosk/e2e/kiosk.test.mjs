@@ -659,18 +659,26 @@ describe('kiosk end to end', { concurrency: false }, () => {
     await waitScreen('attract');
   });
 
-  it('refuses a dispense without an authorisation (DISPENSE_REFUSED), nothing dispensed', async () => {
+  it('refuses a dispense without an authorisation (DISPENSE_REFUSED), nothing dispensed; data, log, journal through SJSL', async () => {
     const units = (await cdm()).units;
     const probe = await page.context().newPage();
     try {
       await probe.goto(`${native.url}/e2e-fixtures/dispense-probe.html`);
       const result = await probe.evaluate(() => window.probe);
-      assert.equal(result.code, 'DISPENSE_REFUSED', JSON.stringify(result));
+      assert.equal(result.dispense.code, 'DISPENSE_REFUSED', JSON.stringify(result));
+      // data / log / journal / typed refusals through SJSL on the real bridge.
+      assert.equal(result.servicesError, undefined, result.servicesError);
+      assert.deepEqual(result.dataValue, { n: 1, s: 'x' });
+      assert.equal(result.dataDeleted, true);
+      assert.equal(result.dataAfter, null);
+      assert.equal(result.wrongClass, 'INVALID_ARGUMENT');
+      assert.equal(result.forbidden, 'FORBIDDEN');
     } finally {
       await probe.close();
     }
     assert.deepEqual((await cdm()).units.map((u) => u.count), units.map((u) => u.count));
     assert.match(journal(), /cdm CashDispenser\.Dispense \S+ REFUSED/);
+    assert.match(journal(), /PAGE PROBE page journal line/);
     await waitScreen('attract');
   });
 

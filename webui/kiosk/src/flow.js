@@ -390,9 +390,14 @@ async function wrongPin(r) {
   if (r.responseCode !== '55' && !limit) return false;
   if (typeof r.pinTriesLeft === 'number') ui.pinTriesLeft = r.pinTriesLeft;
   note(`WRONG PIN rc=${r.responseCode} triesLeft=${r.pinTriesLeft ?? '?'}${r.cardRetained ? ' cardRetained' : ''}`);
-  if (r.cardRetained || r.pinTriesLeft === 0 || limit) {
-    if (!r.cardRetained) await sjsbl.retainCard(`PIN limit (rc=${r.responseCode})`);
-    throw new CardRetained('card.retainedPin');
+  if (r.cardRetained === true) throw new CardRetained('card.retainedPin');
+  // terminal-native tried to retain the card and the reader failed: the card must not be given
+  // back, the staff must come.
+  if (r.cardRetained === false) throw new CardRetained('card.stuck');
+  if (r.pinTriesLeft === 0 || limit) {
+    // A host side without card retention: the page keeps the card itself.
+    const kept = await sjsbl.retainCard(`PIN limit (rc=${r.responseCode})`);
+    throw new CardRetained(kept ? 'card.retainedPin' : 'card.stuck');
   }
   return true;
 }
