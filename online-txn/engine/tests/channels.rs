@@ -7,7 +7,7 @@
 mod support;
 
 use support::{
-    HostSim, LI, MASTER, Proc, ZAK, ZHANG, ZPK, import_key, spawn, start_host_sim, word,
+    HostSim, LI, MASTER, Proc, ZAK, ZHANG, ZPK, import_key, spawn, start_host_sim_with, word,
 };
 
 use std::net::SocketAddr;
@@ -124,9 +124,20 @@ impl Stack {
     /// host-sim and the engine; `extra` is appended to the engine's configuration (routes,
     /// back ends; `HOST` in it is replaced by host-sim's address).
     fn start(host_timeout_ms: u64, extra: &str) -> Stack {
+        Stack::start_full(host_timeout_ms, "", |_| extra.to_owned())
+    }
+
+    /// [`Stack::start`] with `host_extra` in host-sim's configuration, and the engine's
+    /// `extra` made knowing host-sim (its listening line).
+    fn start_full(
+        host_timeout_ms: u64,
+        host_extra: &str,
+        extra: impl FnOnce(&HostSim) -> String,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let host = start_host_sim(dir.path());
+        let host = start_host_sim_with(dir.path(), host_extra);
         let (control, host_addr) = (host.control.clone(), host.addr.clone());
+        let extra = extra(&host);
 
         let cfg = dir.path().join("online-txn.toml");
         std::fs::write(
@@ -1351,5 +1362,202 @@ backend = "host"
         .collect();
     for a in futures::future::join_all(tasks).await {
         assert_eq!(a.rc, "00");
+    }
+}
+
+/// host-sim's format listeners (its shipped `formats/`), TCP ones on long connections.
+fn host_listeners() -> String {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../simulators/host-sim/formats");
+    let f = f.display();
+    let maps = format!(
+        "mapping = {{ request = \"{f}/request-map.toml\", response = \"{f}/response-map.toml\" }}"
+    );
+    format!(
+        "[[listeners]]\nname = \"json\"\nkind = \"http_json\"\nlisten = \"127.0.0.1:0\"\npath = \"/iso\"\n\
+         [[listeners]]\nname = \"xml\"\nkind = \"http_xml\"\nlisten = \"127.0.0.1:0\"\npath = \"/iso\"\n\
+         format = \"{f}/xml-request.toml\"\nresponse_format = \"{f}/xml-response.toml\"\n{maps}\n\
+         [[listeners]]\nname = \"fixed\"\nkind = \"tcp_fixed\"\nlisten = \"127.0.0.1:0\"\nframing = \"ascii4\"\n\
+         format = \"{f}/fixed-request.toml\"\nresponse_format = \"{f}/fixed-response.toml\"\n{maps}\n\
+         [[listeners]]\nname = \"delimited\"\nkind = \"tcp_delimited\"\nlisten = \"127.0.0.1:0\"\n\
+         format = \"{f}/delimited-request.toml\"\nresponse_format = \"{f}/delimited-response.toml\"\n{maps}\n"
+    )
+}
+
+/// The engine's same-format back ends in front of those listeners; the JSON one over HTTPS.
+fn same_format_backends(host: &HostSim, tls: SocketAddr) -> String {
+    let listener = |name: &str| -> String {
+        host.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {}", host.line))
+            .to_owned()
+    };
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../simulators/host-sim/formats");
+    let f = f.display();
+    let b = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backends");
+    let b = b.display();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let maps = format!(
+        "mapping = {{ request = \"{b}/request-map.toml\", response = \"{b}/response-map.toml\" }}"
+    );
+    format!(
+        r#"
+[[backends]]
+name = "json-tls"
+kind = "http_json"
+url = "https://localhost:{tls_port}/iso"
+ca_file = "{ca}"
+zpk = "host/ZPK"
+
+[[backends]]
+name = "xml"
+kind = "http_xml"
+url = "http://{xml}/iso"
+format = "{f}/xml-request.toml"
+response_format = "{f}/xml-response.toml"
+{maps}
+zpk = "host/ZPK"
+
+[[backends]]
+name = "fixed"
+kind = "tcp_fixed"
+address = "{fixed}"
+framing = "ascii4"
+connections = 2
+format = "{f}/fixed-request.toml"
+response_format = "{f}/fixed-response.toml"
+{maps}
+zpk = "host/ZPK"
+
+[[backends]]
+name = "delimited"
+kind = "tcp_delimited"
+address = "{delimited}"
+format = "{f}/delimited-request.toml"
+response_format = "{f}/delimited-response.toml"
+{maps}
+zpk = "host/ZPK"
+
+[[routes]]
+channel = "mobile"
+backend = "json-tls"
+[[routes]]
+channel = "branch"
+backend = "xml"
+[[routes]]
+channel = "kiosk"
+backend = "fixed"
+[[routes]]
+channel = "teller"
+backend = "delimited"
+"#,
+        tls_port = tls.port(),
+        ca = ca.display(),
+        xml = listener("xml"),
+        fixed = listener("fixed"),
+        delimited = listener("delimited"),
+    )
+}
+
+/// A TLS-terminating proxy (the test certificate for localhost) in front of `to`.
+async fn tls_proxy(listener: TcpListener, to: String) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (acceptor, to) = (acceptor.clone(), to.clone());
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let Ok(mut plain) = TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn same_format_back_ends_behind_every_front() {
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = tls.local_addr().unwrap();
+    let mut json_listener = String::new();
+    let stack = Stack::start_full(1_500, &host_listeners(), |host| {
+        json_listener = host
+            .line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("json="))
+            .unwrap()
+            .to_owned();
+        same_format_backends(host, tls_addr)
+    });
+    tokio::spawn(tls_proxy(tls, json_listener));
+    let zhang = stack.available(ZHANG).await;
+    let li = stack.available(LI).await;
+
+    // HTTP JSON → HTTPS JSON, HTTP XML → HTTP XML, fixed → fixed, delimited → delimited.
+    let mut moved = 0;
+    for (channel, prefix) in [
+        ("mobile", "MB"),
+        ("branch", "BX"),
+        ("kiosk", "KF"),
+        ("teller", "TD"),
+    ] {
+        let terminal = format!("{prefix}000009");
+        let a = call(&stack, channel, &Req::inquiry(&terminal)).await;
+        assert_eq!(a.rc, "00", "{channel} inquiry\n{}", stack.log());
+        assert!(
+            a.balance.ends_with(&format!("{:012}", zhang - moved)),
+            "{channel}: {a:?}"
+        );
+        let a = call(&stack, channel, &Req::transfer(&terminal, 100)).await;
+        assert_eq!(a.rc, "00", "{channel} transfer\n{}", stack.log());
+        assert_eq!(a.rrn.len(), 12);
+        moved += 100;
+    }
+    assert_eq!(stack.available(ZHANG).await, zhang - moved);
+    assert_eq!(stack.available(LI).await, li + moved);
+    let journal = stack.journal().await;
+    assert_eq!(journal.in_state(TxnState::Approved).await.unwrap().len(), 8);
+
+    // The host applies a transfer but answers too late: in doubt on the fixed-width back end,
+    // reversed there with a 0400 in the same format.
+    stack.faults(json!({"delay_ms": 3000})).await;
+    let a = call(&stack, "kiosk", &Req::transfer("KF000009", 5_000)).await;
+    assert_eq!(a.rc, "98");
+    stack.clear_faults().await;
+    stack
+        .wait_balance(
+            LI,
+            li + moved,
+            "the in-doubt transfer was reversed on its back end",
+        )
+        .await;
+    stack
+        .wait_balance(ZHANG, zhang - moved, "and the money is back")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while journal.in_state(TxnState::Reversed).await.unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "{}", stack.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -8,8 +8,8 @@
 //! (MTI, F11, F41) leave the request **in doubt** — it may have been applied — so it is
 //! reversed (a `0400` POSTed to the same URL).
 //!
-//! There is no MAC: protect the link with TLS at a proxy, a private network, and the optional
-//! shared-secret header (`headers`).
+//! There is no MAC: protect the link with TLS (`https://` URLs, rustls; `ca_file` for a
+//! private CA), a private network, and the optional shared-secret header (`headers`).
 
 use std::time::Duration;
 
@@ -30,20 +30,17 @@ impl HttpLink {
     /// A link POSTing to `url` with these extra headers; answers larger than `max_body` bytes
     /// are refused.
     pub fn new(
+        client: reqwest::Client,
         url: String,
         headers: Vec<(String, String)>,
         max_body: usize,
-    ) -> Result<HttpLink, String> {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(HttpLink {
+    ) -> HttpLink {
+        HttpLink {
             client,
             url,
             headers,
             max_body,
-        })
+        }
     }
 
     /// Sends `request` and waits up to `timeout` for its answer.
@@ -52,50 +49,16 @@ impl HttpLink {
         request: &Message,
         timeout: Duration,
     ) -> Result<Message, HostError> {
-        let body = request.to_json();
-        let mut post = self
-            .client
-            .post(&self.url)
-            .timeout(timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (k, v) in &self.headers {
-            post = post.header(k, v);
-        }
-        let response = match post.body(body).send().await {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => {
-                return Err(HostError::NotSent(format!("cannot connect: {e}")));
-            }
-            Err(e) if e.is_timeout() => return Err(HostError::Timeout),
-            Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "HTTP back end failed after sending");
-                return Err(HostError::Lost);
-            }
-        };
-        let status = response.status();
-        if !status.is_success() {
-            tracing::warn!(url = %self.url, %status, "HTTP back end answered an error status");
-            return Err(HostError::Lost);
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_body as u64)
-        {
-            tracing::warn!(url = %self.url, "HTTP back end answer too large");
-            return Err(HostError::Lost);
-        }
-        let bytes = match response.bytes().await {
-            Ok(b) if b.len() <= self.max_body => b,
-            Ok(_) => {
-                tracing::warn!(url = %self.url, "HTTP back end answer too large");
-                return Err(HostError::Lost);
-            }
-            Err(e) if e.is_timeout() => return Err(HostError::Timeout),
-            Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "HTTP back end answer unreadable");
-                return Err(HostError::Lost);
-            }
-        };
+        let bytes = post(
+            &self.client,
+            &self.url,
+            "application/json",
+            &self.headers,
+            request.to_json().into_bytes(),
+            timeout,
+            self.max_body,
+        )
+        .await?;
         let answer = std::str::from_utf8(&bytes)
             .map_err(|e| e.to_string())
             .and_then(|t| Message::from_json(t).map_err(|e| e.to_string()));
@@ -117,5 +80,82 @@ impl HttpLink {
             return Err(HostError::Lost);
         }
         Ok(answer)
+    }
+}
+
+/// An HTTP client for back ends: `https://` through rustls, trusting the system's root
+/// certificates (webpki roots) and, if given, the CA certificates of the PEM file `ca_file`.
+pub fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .use_rustls_tls()
+        .https_only(false);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no certificate in it", path.display()));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// POSTs `body` and returns the answer's body: cannot connect → not sent; timeout → timeout;
+/// any other failure after sending, a non-2xx status or an answer over `max_body` bytes →
+/// lost (in doubt).
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Vec<u8>, HostError> {
+    let mut post = client
+        .post(url)
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, content_type);
+    for (k, v) in headers {
+        post = post.header(k, v);
+    }
+    let response = match post.body(body).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return Err(HostError::NotSent(format!("cannot connect: {e}")));
+        }
+        Err(e) if e.is_timeout() => return Err(HostError::Timeout),
+        Err(e) => {
+            tracing::warn!(url, error = %e, "HTTP back end failed after sending");
+            return Err(HostError::Lost);
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        tracing::warn!(url, %status, "HTTP back end answered an error status");
+        return Err(HostError::Lost);
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_body as u64)
+    {
+        tracing::warn!(url, "HTTP back end answer too large");
+        return Err(HostError::Lost);
+    }
+    match response.bytes().await {
+        Ok(b) if b.len() <= max_body => Ok(b.to_vec()),
+        Ok(_) => {
+            tracing::warn!(url, "HTTP back end answer too large");
+            Err(HostError::Lost)
+        }
+        Err(e) if e.is_timeout() => Err(HostError::Timeout),
+        Err(e) => {
+            tracing::warn!(url, error = %e, "HTTP back end answer unreadable");
+            Err(HostError::Lost)
+        }
     }
 }

@@ -6,7 +6,9 @@
 //! | `host` (implicit) | the `[host]` link the terminals use (multiplexed long connections) |
 //! | `tcp_8583` | another host over the same multiplexed link ([`crate::host::HostLink`]) |
 //! | `tcp_8583_split` | "two in, two out": separate send and receive connections ([`split`]) |
-//! | `http_json` | the canonical message POSTed as JSON ([`http`]) |
+//! | `http_json` | the canonical message POSTed as JSON ([`http`]), `http://` or `https://` |
+//! | `http_xml` | an XML record POSTed ([`record`]) |
+//! | `tcp_fixed`, `tcp_delimited` | fixed-width or delimited records over TCP ([`record`]) |
 //!
 //! ISO 8583 back ends get the request MAC'd under their ZAK and check the answer's MAC; PIN
 //! blocks are translated to their ZPK. Requests are converted from the canonical profile (the
@@ -17,6 +19,7 @@
 //! terminals' reversal worker only speaks to `host`).
 
 pub mod http;
+pub mod record;
 pub mod reversal;
 pub mod split;
 
@@ -50,6 +53,32 @@ pub enum BackendKind {
     Tcp8583Split,
     /// HTTP POST of the message as JSON.
     HttpJson,
+    /// HTTP POST of an XML record.
+    HttpXml,
+    /// Fixed-width records over TCP.
+    TcpFixed,
+    /// Delimited records over TCP.
+    TcpDelimited,
+}
+
+impl BackendKind {
+    /// ISO 8583 over TCP (MAC'd, with a profile).
+    pub fn is_iso8583(self) -> bool {
+        matches!(self, BackendKind::Tcp8583 | BackendKind::Tcp8583Split)
+    }
+
+    /// Record formats (format and mapping files).
+    pub fn is_record(self) -> bool {
+        matches!(
+            self,
+            BackendKind::HttpXml | BackendKind::TcpFixed | BackendKind::TcpDelimited
+        )
+    }
+
+    /// Over HTTP (a `url`).
+    pub fn is_http(self) -> bool {
+        matches!(self, BackendKind::HttpJson | BackendKind::HttpXml)
+    }
 }
 
 /// One `[[backends]]` entry. Which keys apply depends on `kind` (see `docs/online-txn.md`).
@@ -60,10 +89,11 @@ pub struct BackendConfig {
     pub name: String,
     /// Kind.
     pub kind: BackendKind,
-    /// `tcp_8583`: the host's address.
+    /// `tcp_8583`, `tcp_fixed`, `tcp_delimited`: the host's address.
     #[serde(default)]
     pub address: Option<String>,
-    /// `tcp_8583`: long connections (default 2).
+    /// `tcp_8583`, `tcp_fixed`, `tcp_delimited`: long connections (default 2; record kinds
+    /// carry one request at a time on each).
     #[serde(default)]
     pub connections: Option<usize>,
     /// `tcp_8583_split`: where requests are sent.
@@ -81,9 +111,21 @@ pub struct BackendConfig {
     /// `tcp_8583_split`: listen here for the host's answer connections.
     #[serde(default)]
     pub receive_listen: Option<SocketAddr>,
-    /// TCP kinds: message profile (default: the `[host]` profile).
+    /// ISO 8583 kinds: message profile (default: the `[host]` profile).
     #[serde(default)]
     pub profile: Option<String>,
+    /// Record kinds: the request format file (a codec format).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Record kinds: the answer format file (default: `format`).
+    #[serde(default)]
+    pub response_format: Option<String>,
+    /// Record kinds: canonical request → request record, answer record → canonical.
+    #[serde(default)]
+    pub mapping: Option<crate::channels::MappingConfig>,
+    /// HTTPS: a PEM file of CA certificates trusted besides the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// TCP kinds: framing (default `binary2`).
     #[serde(default)]
     pub framing: Option<String>,
@@ -128,7 +170,13 @@ impl BackendConfig {
                 "{at}: \"host\" is the [host] section's back end; choose another name"
             ));
         }
-        let tcp = self.kind != BackendKind::HttpJson;
+        let iso = self.kind.is_iso8583();
+        let record = self.kind.is_record();
+        let http = self.kind.is_http();
+        let tcp_address = matches!(
+            self.kind,
+            BackendKind::Tcp8583 | BackendKind::TcpFixed | BackendKind::TcpDelimited
+        );
         let forbid = |present: bool, key: &str| {
             if present {
                 Err(format!(
@@ -141,8 +189,7 @@ impl BackendConfig {
         };
         let split = self.kind == BackendKind::Tcp8583Split;
         forbid(
-            self.kind != BackendKind::Tcp8583
-                && (self.address.is_some() || self.connections.is_some()),
+            !tcp_address && (self.address.is_some() || self.connections.is_some()),
             "address/connections",
         )?;
         forbid(
@@ -155,35 +202,42 @@ impl BackendConfig {
             "send_*/receive_*",
         )?;
         forbid(
-            !tcp && (self.profile.is_some()
-                || self.framing.is_some()
+            !iso && (self.profile.is_some()
                 || self.echo_interval_s.is_some()
                 || self.zak.is_some()),
-            "profile/framing/echo_interval_s/zak",
+            "profile/echo_interval_s/zak",
+        )?;
+        forbid(http && self.framing.is_some(), "framing")?;
+        forbid(
+            !http && (self.url.is_some() || !self.headers.is_empty() || self.ca_file.is_some()),
+            "url/headers/ca_file",
         )?;
         forbid(
-            tcp && (self.url.is_some() || !self.headers.is_empty()),
-            "url/headers",
+            !record
+                && (self.format.is_some()
+                    || self.response_format.is_some()
+                    || self.mapping.is_some()),
+            "format/response_format/mapping",
         )?;
-        match self.kind {
-            BackendKind::Tcp8583 if self.address.is_none() => {
-                return Err(format!("{at}: address is required"));
+        if record && (self.format.is_none() || self.mapping.is_none()) {
+            return Err(format!(
+                "{at}: format and mapping (request, response) are required"
+            ));
+        }
+        if tcp_address && self.address.is_none() {
+            return Err(format!("{at}: address is required"));
+        }
+        if self.kind == BackendKind::Tcp8583Split && self.send_address.is_none() {
+            return Err(format!("{at}: send_address is required"));
+        }
+        if http {
+            let url = self.url.as_deref().unwrap_or_default();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{at}: url must be an http:// or https:// URL"));
             }
-            BackendKind::Tcp8583Split if self.send_address.is_none() => {
-                return Err(format!("{at}: send_address is required"));
+            if self.ca_file.is_some() && !url.starts_with("https://") {
+                return Err(format!("{at}: ca_file is for https:// URLs"));
             }
-            BackendKind::HttpJson => {
-                let url = self.url.as_deref().unwrap_or_default();
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("{at}: url must be an http:// or https:// URL"));
-                }
-                if url.starts_with("https://") {
-                    return Err(format!(
-                        "{at}: https is not built in; terminate TLS at a local proxy and use http://"
-                    ));
-                }
-            }
-            _ => {}
         }
         for n in [
             self.connections,
@@ -223,6 +277,7 @@ enum Link {
     Tcp(Arc<HostLink>),
     Split(Arc<split::SplitLink>),
     Http(http::HttpLink),
+    Record(Box<record::RecordLink>),
 }
 
 /// A running back end.
@@ -261,6 +316,7 @@ impl Backend {
         message.remove(128);
         let bytes = match (&self.link, &self.zak) {
             (Link::Http(_), _) => Vec::new(),
+            (Link::Record(r), _) => r.codec.encode(&message)?,
             (_, Some(zak)) => encode_with_mac(&self.spec, hsm, zak, &mut message)?,
             (_, None) => self.spec.encode(&message).map_err(|e| e.to_string())?,
         };
@@ -285,6 +341,11 @@ impl Backend {
                     .await?
             }
             Link::Http(l) => return l.exchange(&prepared.message, timeout).await,
+            Link::Record(l) => {
+                return l
+                    .exchange(&prepared.message, &prepared.bytes, timeout)
+                    .await;
+            }
         };
         if let Some(zak) = &self.zak {
             // Codecs are canonical for a profile: the MAC is checked on a re-encoding.
@@ -301,7 +362,8 @@ impl Backend {
     }
 
     fn same_profile(&self) -> bool {
-        matches!(self.link, Link::Http(_)) || self.spec.name() == self.canonical.name()
+        matches!(self.link, Link::Http(_) | Link::Record(_))
+            || self.spec.name() == self.canonical.name()
     }
 
     fn for_backend(&self, m: &Message) -> Result<Message, String> {
@@ -330,7 +392,7 @@ impl Backend {
         match &self.link {
             Link::Tcp(l) => l.is_up(),
             Link::Split(l) => l.is_up(),
-            Link::Http(_) => true,
+            Link::Http(_) | Link::Record(_) => true,
         }
     }
 }
@@ -465,28 +527,47 @@ impl Backends {
                         shutdown.clone(),
                     ))
                 }
-                BackendKind::HttpJson => {
-                    let mut headers = Vec::new();
-                    for (k, v) in &b.headers {
-                        let value = match v.strip_prefix("env:") {
-                            Some(var) => std::env::var(var).map_err(|_| {
-                                format!(
-                                    "backends {:?}: header {k}: environment variable {var} is not set",
-                                    b.name
-                                )
-                            })?,
-                            None => v.clone(),
-                        };
-                        headers.push((k.clone(), value));
-                    }
-                    Link::Http(http::HttpLink::new(
-                        b.url.clone().unwrap_or_default(),
-                        headers,
-                        spec.max_message_len().max(64 * 1024),
-                    )?)
+                BackendKind::HttpJson => Link::Http(http::HttpLink::new(
+                    http::client(b.ca_file.as_deref())
+                        .map_err(|e| format!("backends {:?}: {e}", b.name))?,
+                    b.url.clone().unwrap_or_default(),
+                    headers_of(b)?,
+                    spec.max_message_len().max(64 * 1024),
+                )),
+                BackendKind::HttpXml | BackendKind::TcpFixed | BackendKind::TcpDelimited => {
+                    let files = b.mapping.as_ref().ok_or("mapping is required")?;
+                    let codec = record::RecordCodec::load(
+                        b.format.as_deref().unwrap_or_default(),
+                        b.response_format.as_deref(),
+                        &files.request.display().to_string(),
+                        &files.response.display().to_string(),
+                    )
+                    .map_err(|e| format!("backends {:?}: {e}", b.name))?;
+                    let transport = if b.kind == BackendKind::HttpXml {
+                        record::RecordTransport::Http(record::HttpRecordLink::new(
+                            http::client(b.ca_file.as_deref())
+                                .map_err(|e| format!("backends {:?}: {e}", b.name))?,
+                            b.url.clone().unwrap_or_default(),
+                            "application/xml",
+                            headers_of(b)?,
+                            64 * 1024,
+                        ))
+                    } else {
+                        record::RecordTransport::Tcp(record::TcpRecordLink::new(
+                            b.address.clone().unwrap_or_default(),
+                            prefix,
+                            64 * 1024,
+                            b.connections.unwrap_or(2),
+                        ))
+                    };
+                    Link::Record(Box::new(record::RecordLink {
+                        transport,
+                        codec,
+                        canonical: Arc::clone(&canonical),
+                    }))
                 }
             };
-            let tcp = b.kind != BackendKind::HttpJson;
+            let tcp = b.kind.is_iso8583();
             map.insert(
                 b.name.clone(),
                 Arc::new(Backend {
@@ -512,6 +593,24 @@ impl Backends {
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.map.get(name)
     }
+}
+
+/// The extra headers of an HTTP back end; a value `env:NAME` is read from the environment.
+fn headers_of(b: &BackendConfig) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for (k, v) in &b.headers {
+        let value = match v.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| {
+                format!(
+                    "backends {:?}: header {k}: environment variable {var} is not set",
+                    b.name
+                )
+            })?,
+            None => v.clone(),
+        };
+        headers.push((k.clone(), value));
+    }
+    Ok(headers)
 }
 
 /// F39 of a message.

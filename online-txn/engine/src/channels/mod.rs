@@ -216,8 +216,18 @@ pub fn resolve_paths(config: &mut Config, file: &Path) {
         }
     }
     for b in &mut config.backends {
-        if let Some(p) = &mut b.profile {
+        for p in [&mut b.profile, &mut b.format, &mut b.response_format]
+            .into_iter()
+            .flatten()
+        {
             join_str(p);
+        }
+        if let Some(m) = &mut b.mapping {
+            join(&mut m.request);
+            join(&mut m.response);
+        }
+        if let Some(f) = &mut b.ca_file {
+            join(f);
         }
     }
 }

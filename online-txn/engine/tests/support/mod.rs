@@ -215,11 +215,19 @@ pub struct HostSim {
     pub control: String,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Its `host-sim listening: ...` line (format listeners as `NAME=ADDR`).
+    pub line: String,
 }
 
 /// Starts host-sim in `dir` with the accounts ZHANG (1,000,000.00) and LI (500,000.00), PIN
 /// 1234, under [`ZPK`] / [`ZAK`].
 pub fn start_host_sim(dir: &Path) -> HostSim {
+    start_host_sim_with(dir, "")
+}
+
+/// [`start_host_sim`] with `extra` appended to its configuration's top level (e.g.
+/// `[[listeners]]`).
+pub fn start_host_sim_with(dir: &Path, extra: &str) -> HostSim {
     let accounts = format!(
         "[[account]]\npan = \"{ZHANG}\"\npin = \"1234\"\nbalance = 100000000\n\n[[account]]\npan = \"{LI}\"\npin = \"1234\"\nbalance = 50000000\n"
     );
@@ -227,7 +235,7 @@ pub fn start_host_sim(dir: &Path) -> HostSim {
     let config = dir.join("host-sim.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\naccounts = \"accounts.toml\"\n[keys]\nzpk = \"{ZPK}\"\nzak = \"{ZAK}\"\n"),
+        format!("listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\naccounts = \"accounts.toml\"\n{extra}\n[keys]\nzpk = \"{ZPK}\"\nzak = \"{ZAK}\"\n"),
     )
     .unwrap();
     let mut cmd = Command::new(host_sim_bin());
@@ -239,6 +247,7 @@ pub fn start_host_sim(dir: &Path) -> HostSim {
         proc,
         control,
         addr,
+        line,
     }
 }
 
