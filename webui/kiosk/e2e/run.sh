@@ -7,7 +7,8 @@
 # OPENTELLER_BIN_DIR points at ready binaries, `cargo build` of the five packages into
 # $CARGO_TARGET_DIR (default <repo>/target). Installs Debian's chromium when /usr/bin/chromium is
 # missing (as root or through sudo) and a CJK font for readable screenshots. Screenshots, logs and
-# the e-journal go to $OPENTELLER_ARTIFACTS (default: a temp dir).
+# the e-journal go to $OPENTELLER_ARTIFACTS (default: a temp dir). With OPENTELLER_WINDOWED_BIN (a
+# terminal-native built with --features window) the kiosk also runs in the windowed host under Xvfb.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,3 +80,9 @@ npm ci --no-audit --no-fund --loglevel=error
 
 say "node --test kiosk.test.mjs (binaries from $OPENTELLER_BIN_DIR)"
 node --test --test-reporter=spec kiosk.test.mjs
+
+# The windowed host (wry IPC under Xvfb) when a binary built with --features window is given.
+if [ -n "${OPENTELLER_WINDOWED_BIN:-}" ]; then
+  say "node --test windowed.test.mjs ($OPENTELLER_WINDOWED_BIN under Xvfb)"
+  node --test --test-reporter=spec windowed.test.mjs
+fi
