@@ -306,7 +306,11 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
                     a.reference,
                     a.amount,
                     a.currency,
-                    if got == 0 { "full" } else { "partial" }
+                    match (a.original.is_some(), got) {
+                        (false, _) => "no 8583 identity, needs reconciliation instead of a",
+                        (true, 0) => "full",
+                        (true, _) => "partial",
+                    }
                 ))
                 .await;
             queue(t, &a, &why, got).await;

@@ -155,7 +155,7 @@ pub struct TxnClient {
     stan: tokio::sync::Mutex<Option<u32>>,
     signed_on: AtomicBool,
     seq: AtomicU64,
-    /// One customer transaction (or sign-on, or reversal) at a time.
+    /// One customer transaction (or sign-on) at a time.
     busy: tokio::sync::Mutex<()>,
     sign_on_wanted: Arc<tokio::sync::Notify>,
     reversals: Arc<tokio::sync::Notify>,
@@ -1038,7 +1038,9 @@ impl TxnClient {
 
     /// One attempt; answers when to look again if the reversal is still pending.
     async fn reverse_once(&self, t: &Terminal, reference: &str) -> Option<Duration> {
-        let _busy = self.busy.lock().await;
+        // Not under `busy`: a customer transaction waits at most for this exchange (the
+        // connection is shared), and a reversal MAC'd with keys replaced meanwhile is refused
+        // and simply sent again.
         let table = t.gate().table();
         let base = self.online.reversal_retry;
         let max = self.online.reversal_max_retry;

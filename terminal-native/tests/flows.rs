@@ -502,19 +502,24 @@ async fn a_card_jam_is_journaled_and_the_self_check_brings_the_reader_back() {
         }
         other => panic!("{other:?}"),
     }
+    // The check's journal line follows the reset (and the status event) shortly.
+    let wanted = "SELF-CHECK out of service: idc is hardware_error; actions: idc: \
+                  DEVICE_STATE_HARDWARE_ERROR → reset; now in service";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !r.native.journal().contains(wanted) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            r.native.journal()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let journal = r.native.journal();
     assert!(
         journal.contains("idc CardReader.Eject eject-1 COMMAND_ERROR -200"),
         "{journal}"
     );
     assert!(journal.contains("CARD JAMMED: session ended"), "{journal}");
-    assert!(
-        journal.contains(
-            "SELF-CHECK out of service: idc is hardware_error; actions: idc: \
-             DEVICE_STATE_HARDWARE_ERROR → reset; now in service"
-        ),
-        "{journal}"
-    );
     assert!(
         journal.contains("idc CardReader.Reset selfcheck-"),
         "{journal}"

@@ -183,6 +183,27 @@ async fn lists_devices_and_answers_typed_errors() {
         ("device.status", json!({}), "INVALID_ARGUMENT"),
         ("device.list", json!({"extra": 1}), "INVALID_ARGUMENT"),
         ("device.format", json!({}), "UNKNOWN_METHOD"),
+        // Transactions need [online]; bad parameters are refused first.
+        (
+            "txn.transfer",
+            json!({"toAccount": "6222020200112233446", "amount": 100, "currency": "CNY"}),
+            "NOT_CONFIGURED",
+        ),
+        (
+            "txn.pinChange",
+            json!({"step": "current"}),
+            "NOT_CONFIGURED",
+        ),
+        ("journal.write", json!({"text": ""}), "INVALID_ARGUMENT"),
+        ("journal.write", json!({}), "INVALID_ARGUMENT"),
+        ("log.write", json!({"level": "info"}), "INVALID_ARGUMENT"),
+        ("data.set", json!({"key": "k"}), "INVALID_ARGUMENT"),
+        ("data.get", json!({"key": ""}), "INVALID_ARGUMENT"),
+        (
+            "data.delete",
+            json!({"key": "k", "extra": 1}),
+            "INVALID_ARGUMENT",
+        ),
         (
             "device.execute",
             json!({"device": "idc", "command": {"cardReader": {"eject": {}}}, "sneaky": true}),
@@ -477,12 +498,30 @@ async fn dispense_needs_a_matching_authorisation_and_happens_once() {
         .unwrap_err();
     assert_eq!(e["code"], "DISPENSE_REFUSED");
 
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(native.state_dir.join("transactions.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(state["authorizations"][0]["state"], "presented", "{state}");
+    // The host retracts the notes the customer left; a hand-written authorisation has no 8583
+    // identity to reverse with, so it is left for an operator.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let state: Value = serde_json::from_str(
+            &std::fs::read_to_string(native.state_dir.join("transactions.json")).unwrap(),
+        )
+        .unwrap();
+        if state["authorizations"][0]["state"] == "unresolved" {
+            break state;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        state["authorizations"][0]["outcome"],
+        "needs reconciliation: COMMAND_ERROR -335 ITEMSNOTTAKEN",
+        "{state}"
+    );
     let journal = native.journal();
+    assert!(
+        journal.contains("cdm CashDispenser.Retract settle-"),
+        "{journal}"
+    );
     assert!(
         journal.contains("d-ok SENT ref=R-OK amount=30000 CNY"),
         "{journal}"

@@ -298,3 +298,42 @@ async fn kill_9_while_the_notes_wait_in_the_shutter() {
         "{journal}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_reversal_gives_back_only_what_the_customer_did_not_get() {
+    // The virtual dispenser never hands over part of a bundle, so the log is edited between a
+    // crash and the restart: of the approved 300.00, the customer got 100.00.
+    let r = rig().await;
+    let (mut native, mut page) = r.start(Some("approved")).await;
+    withdraw_until(&r, &mut page, "approved").await;
+    assert!(native.wait_killed());
+    drop(page);
+    wait_balance(&r.host.control, START_BALANCE - 30000).await;
+    let path = native.state_dir.join("transactions.json");
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let entry = file["authorizations"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap();
+    assert_eq!(entry["state"], "approved");
+    let reference = entry["reference"].as_str().unwrap().to_owned();
+    entry["state"] = json!("reversal_pending");
+    entry["reversal"] = json!({"reason": "test: 1 of 3 notes taken", "delivered": 10000,
+        "attempts": 0, "next_at_ms": 0, "queued_at_ms": 0, "last_result": null});
+    std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+
+    let (native2, _page) = r.start(None).await;
+    let entry = settled(&native2).await;
+    assert_eq!(entry["reference"], reference.as_str());
+    // F95 = 000000010000 + 30 zeros: the bank gives back 200.00.
+    wait_balance(&r.host.control, START_BALANCE - 10000).await;
+    let journal = native2.journal();
+    assert!(
+        journal.contains(&format!(
+            "TXN REVERSAL 0400 ref={reference} stan=000002 partial (delivered 10000) attempt 1"
+        )),
+        "{journal}"
+    );
+    r.clear_reader().await;
+}

@@ -20,44 +20,24 @@ use openteller_proto::device::v1::{
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The `driver-proxy` binary of this target directory, built first when missing.
+/// The `driver-proxy` binary of this target directory (built as [`workspace_bin`] does).
 pub fn driver_proxy() -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let native = PathBuf::from(env!("CARGO_BIN_EXE_terminal-native"));
-    let profile_dir = native.parent().expect("target/<profile>").to_path_buf();
-    let binary = profile_dir.join("driver-proxy");
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if !binary.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "-p", "openteller-driver-proxy"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cargo.arg("--release");
-        }
-        if let Some(target_dir) = profile_dir.parent() {
-            cargo.env("CARGO_TARGET_DIR", target_dir);
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build -p openteller-driver-proxy failed"
-        );
-    }
-    binary
+    workspace_bin("driver-proxy", "openteller-driver-proxy")
 }
 
-/// A binary of another workspace package next to `terminal-native`, built when missing.
+/// A binary of another workspace package next to `terminal-native`. `cargo build` runs once per
+/// test process for each (a no-op when it is fresh), so a stale binary left by an older
+/// checkout is never what a test talks to.
 pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let native = PathBuf::from(env!("CARGO_BIN_EXE_terminal-native"));
     let profile_dir = native.parent().expect("target/<profile>").to_path_buf();
     let binary = profile_dir.join(name);
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if !binary.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
         let mut cargo = Command::new(env!("CARGO"));
         cargo
-            .args(["build", "-p", package, "--bin", name])
+            .args(["build", "-q", "-p", package, "--bin", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cargo.arg("--release");
@@ -67,6 +47,7 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
         }
         let status = cargo.status().expect("run cargo build");
         assert!(status.success(), "cargo build -p {package} failed");
+        built.push(name.to_owned());
     }
     binary
 }
