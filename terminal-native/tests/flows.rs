@@ -631,3 +631,50 @@ async fn lost_working_keys_are_replaced_by_an_automatic_sign_on() {
     let res = page.call("txn.inquiry", json!({})).await.unwrap();
     assert_eq!(res["responseCode"], "00", "{res}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_change_without_an_answer_is_reversed_and_the_old_pin_stays() {
+    use common::host::control_http;
+    let (r, mut page) = rig("response_timeout_ms = 1500\n").await;
+    insert_card(&mut page, &r.idc, "read-1").await;
+    enter_pin(&mut page, &r.pin, "1234", "pin-1").await;
+    page.call("txn.pinChange", json!({"step": "current"}))
+        .await
+        .unwrap();
+    enter_pin(&mut page, &r.pin, "4321", "pin-2").await;
+    page.call("txn.pinChange", json!({"step": "new"}))
+        .await
+        .unwrap();
+    enter_pin(&mut page, &r.pin, "4321", "pin-3").await;
+    faults(&r.host.control, Some(r#"{"delay_ms": 3000}"#));
+    let e = page
+        .call("txn.pinChange", json!({"step": "confirm"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "HOST_TIMEOUT", "{e}");
+    faults(&r.host.control, None);
+    // The bank applied the change, then its reversal (which restores the old PIN).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = control_http(&r.host.control, "GET", "/state/transactions", None);
+        let undone = t.to_string().contains("\"pin_change\"")
+            && t["transactions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["kind"] == "reversal" && x["original"]["kind"] == "pin_change");
+        if undone {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    enter_pin(&mut page, &r.pin, "1234", "pin-4").await;
+    let res = page.call("txn.inquiry", json!({})).await.unwrap();
+    assert_eq!(res["responseCode"], "00", "the old PIN again: {res}");
+    let journal = r.native.journal();
+    assert!(
+        journal.contains("TXN REVERSAL QUEUED ref=T0000001-000002-"),
+        "{journal}"
+    );
+}
