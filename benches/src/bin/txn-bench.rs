@@ -1,7 +1,9 @@
 //! Load driver for the online transaction engine: the customer's benchmark (seed 001 §13.2.1 /
 //! §13.3.1) on each front of §13.2 — tcp_8583 terminals, HTTP JSON, HTTP XML, TCP fixed-width
-//! ("struct"), TCP delimiter, or a mix of 20 % each (`--front`), all with host-sim's tcp_8583
-//! behind — and the host-delay exception test (§13.2.3 / §13.3.4), shortened.
+//! ("struct"), TCP delimiter, or a mix of 20 % each (`--front`), each with a back end of its
+//! own format at host-sim behind it (§13.2's X→X combinations: `--behind same`, the default;
+//! `--behind host` puts host-sim's tcp_8583 behind every front) — and the host-delay exception
+//! test (§13.2.3 / §13.3.4), shortened.
 //!
 //! It starts the real `host-sim` and the real `online-txn` (release binaries next to this one)
 //! on free ports with temporary configurations, imports the keys, signs `--connections`
@@ -122,6 +124,17 @@ impl Front {
     }
 }
 
+/// What the channel fronts are routed to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Behind {
+    /// A back end of the front's own format at host-sim (seed 001 §13.2's X→X): HTTP JSON →
+    /// `http_json`, HTTP XML → `http_xml`, struct → `tcp_fixed`, delimiter → `tcp_delimited`
+    /// (host-sim's format listeners); tcp_8583 → the `[host]` link as always.
+    Same,
+    /// host-sim's tcp_8583 (the `[host]` link) behind every front.
+    Host,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Scenario {
     /// Withdrawals back to back for `--duration-s`.
@@ -204,6 +217,10 @@ struct Args {
     /// The front every connection uses, or `mix` (20 % each).
     #[arg(long, value_enum, default_value = "tcp_8583")]
     front: Front,
+    /// What the channel fronts go to: `same` (a back end of their own format, X→X) or `host`
+    /// (host-sim's tcp_8583).
+    #[arg(long, value_enum, default_value = "same")]
+    behind: Behind,
 }
 
 impl Args {
@@ -240,6 +257,15 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.connections == 0 || args.connections > 9_999_999 {
         eprintln!("txn-bench: --connections must be 1..=9999999");
+        return ExitCode::from(64);
+    }
+    if args.scenario == Scenario::Exception
+        && args.behind == Behind::Same
+        && args.front != Front::Tcp8583
+    {
+        eprintln!(
+            "txn-bench: the exception scenario reconciles the [host] reversal queue: use --behind host"
+        );
         return ExitCode::from(64);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -397,10 +423,15 @@ impl Stack {
         std::fs::write(
             &host_cfg,
             format!(
-                "listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nmax_connections = 1024\n\
+                "listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nmax_connections = 1024\n{}\
                  [keys]\nzpk = \"{ZPK}\"\nzak = \"{ZAK}\"\n\n\
                  [[generate]]\nprefix = \"{PAN_PREFIX}\"\ncount = {}\nstart = 0\nlength = 19\n\
                  pin = \"{PIN}\"\nbalance = {BALANCE}\n",
+                if args.behind == Behind::Same {
+                    host_listeners_toml()
+                } else {
+                    String::new()
+                },
                 args.connections
             ),
         )?;
@@ -409,6 +440,10 @@ impl Stack {
         let (host, line) = spawn_server(cmd, &d.join("host-sim.log"), &args.log)?;
         let control = word(&line, "control=")?.to_owned();
         let host_addr = word(&line, "iso8583=")?.to_owned();
+        let backends = match args.behind {
+            Behind::Same => same_format_backends_toml(&line, args.connections)?,
+            Behind::Host => String::new(),
+        };
 
         let journal_url =
             postgres.unwrap_or_else(|| format!("sqlite://{}", d.join("journal.db").display()));
@@ -421,7 +456,7 @@ impl Stack {
                  [terminals]\nlisten = \"127.0.0.1:0\"\nmax_connections = {}\n\
                  [host]\naddress = \"{host_addr}\"\nconnections = {}\ntimeout_ms = {}\n\
                  [reversal]\nmax_attempts = 1000\nretry_ms = 200\nttl_s = 3600\n\
-                 retryable_codes = [\"91\", \"96\", \"98\"]\n{}",
+                 retryable_codes = [\"91\", \"96\", \"98\"]\n{}{backends}",
                 d.join("keys.json").display(),
                 args.connections.max(1) + 16,
                 args.host_connections,
@@ -517,6 +552,63 @@ fn channels_toml(connections: usize) -> String {
          format = \"{ex}/teller-delimited-request.toml\"\nresponse_format = \"{ex}/teller-delimited-response.toml\"\n\
          {map}terminal_prefix = \"TD\"\n{limits}"
     )
+}
+
+/// host-sim's format listeners (`simulators/host-sim/formats`), for `--behind same`.
+fn host_listeners_toml() -> String {
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../simulators/host-sim/formats"
+    );
+    let maps = format!(
+        "mapping = {{ request = \"{f}/request-map.toml\", response = \"{f}/response-map.toml\" }}\n"
+    );
+    format!(
+        "\n[[listeners]]\nname = \"json\"\nkind = \"http_json\"\nlisten = \"127.0.0.1:0\"\npath = \"/iso\"\n\
+         \n[[listeners]]\nname = \"xml\"\nkind = \"http_xml\"\nlisten = \"127.0.0.1:0\"\npath = \"/iso\"\n\
+         format = \"{f}/xml-request.toml\"\nresponse_format = \"{f}/xml-response.toml\"\n{maps}\
+         \n[[listeners]]\nname = \"fixed\"\nkind = \"tcp_fixed\"\nlisten = \"127.0.0.1:0\"\nframing = \"ascii4\"\n\
+         format = \"{f}/fixed-request.toml\"\nresponse_format = \"{f}/fixed-response.toml\"\n{maps}\
+         \n[[listeners]]\nname = \"delimited\"\nkind = \"tcp_delimited\"\nlisten = \"127.0.0.1:0\"\n\
+         format = \"{f}/delimited-request.toml\"\nresponse_format = \"{f}/delimited-response.toml\"\n{maps}\n"
+    )
+}
+
+/// The engine's same-format back ends in front of host-sim's listeners (named in its
+/// listening `line`) and the routes of each channel to its own format, for `--behind same`.
+fn same_format_backends_toml(line: &str, connections: usize) -> anyhow::Result<String> {
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../simulators/host-sim/formats"
+    );
+    let b = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../online-txn/engine/examples/backends"
+    );
+    let maps = format!(
+        "mapping = {{ request = \"{b}/request-map.toml\", response = \"{b}/response-map.toml\" }}\n"
+    );
+    // Record TCP back ends carry one request at a time per connection.
+    let pool = connections.clamp(1, 64);
+    Ok(format!(
+        "\n[[backends]]\nname = \"json\"\nkind = \"http_json\"\nurl = \"http://{json}/iso\"\nzpk = \"host/ZPK\"\n\
+         \n[[backends]]\nname = \"xml\"\nkind = \"http_xml\"\nurl = \"http://{xml}/iso\"\nzpk = \"host/ZPK\"\n\
+         format = \"{f}/xml-request.toml\"\nresponse_format = \"{f}/xml-response.toml\"\n{maps}\
+         \n[[backends]]\nname = \"fixed\"\nkind = \"tcp_fixed\"\naddress = \"{fixed}\"\nframing = \"ascii4\"\n\
+         connections = {pool}\nzpk = \"host/ZPK\"\n\
+         format = \"{f}/fixed-request.toml\"\nresponse_format = \"{f}/fixed-response.toml\"\n{maps}\
+         \n[[backends]]\nname = \"delimited\"\nkind = \"tcp_delimited\"\naddress = \"{delimited}\"\n\
+         connections = {pool}\nzpk = \"host/ZPK\"\n\
+         format = \"{f}/delimited-request.toml\"\nresponse_format = \"{f}/delimited-response.toml\"\n{maps}\
+         \n[[routes]]\nchannel = \"mobile\"\nbackend = \"json\"\n\
+         [[routes]]\nchannel = \"branch\"\nbackend = \"xml\"\n\
+         [[routes]]\nchannel = \"kiosk\"\nbackend = \"fixed\"\n\
+         [[routes]]\nchannel = \"teller\"\nbackend = \"delimited\"\n",
+        json = word(line, "json=")?,
+        xml = word(line, "xml=")?,
+        fixed = word(line, "fixed=")?,
+        delimited = word(line, "delimited=")?,
+    ))
 }
 
 /// A fresh PostgreSQL database for one run, created like the engine's journal tests do.
