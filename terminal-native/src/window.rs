@@ -286,6 +286,16 @@ fn open_and_run(
         .with_always_on_top(true);
     if spec.fullscreen {
         builder = builder.with_fullscreen(Some(Fullscreen::Borderless(None)));
+        // Fullscreen is a request to the window manager; a kiosk X session may have none, so
+        // the window also covers the primary monitor by its own geometry.
+        let monitor = event_loop
+            .primary_monitor()
+            .or_else(|| event_loop.available_monitors().next());
+        if let Some(m) = monitor {
+            builder = builder
+                .with_inner_size(m.size())
+                .with_position(m.position());
+        }
     } else {
         builder = builder.with_inner_size(tao::dpi::LogicalSize::new(1280.0, 1024.0));
     }
