@@ -259,7 +259,7 @@ args = ["--class", "$class", "--backend", "virtual",
         "--listen", "unix:$home/run/$name.sock", "--state-dir", "$home/$name"]
 env = { RUST_LOG = "warn" }
 permanent_exit_codes = [64, 69, 78]
-health = { grpc = "unix:$home/run/$name.sock", start_grace_ms = 30000 }
+health = { grpc = "unix:$home/run/$name.sock", interval_ms = 500, start_grace_ms = 30000 }
 CFG
     done
     cat <<CFG
