@@ -624,6 +624,7 @@ async fn execute(
     } else {
         None
     };
+    gate.check_page_command(name).await?;
     let admitted = gate
         .admit_counted(&spec, &command, p.authorization.as_deref(), counters)
         .await?;

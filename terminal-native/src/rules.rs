@@ -32,7 +32,7 @@ use openteller_proto::device::v1::{
 use crate::alarms::{Alarm, AlarmSink, Severity};
 use crate::config::DeviceSpec;
 use crate::journal::{EJournal, mask_track};
-use crate::state::{TxnTable, UnitCount};
+use crate::state::{AuthState, TxnTable, UnitCount};
 
 /// Why the gate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -442,6 +442,33 @@ impl Gate {
         }
         self.raise("fraud_attempt", device, message.clone());
         RuleError::DispenseRefused(message)
+    }
+
+    /// The extra rule for commands that come from a page rather than from the host itself:
+    /// while a withdrawal's notes are stacked or presented and not yet settled, only the host's
+    /// settler may clear the dispenser's output (`Retract`, `Reject`, `Reset`). It works out
+    /// what the customer got from the notes it finds at the output, so a page clearing them
+    /// first would make retracted notes look taken and skip the reversal.
+    pub async fn check_page_command(&self, command_name: &str) -> Result<(), RuleError> {
+        if !matches!(
+            command_name,
+            "CashDispenser.Retract" | "CashDispenser.Reject" | "CashDispenser.Reset"
+        ) {
+            return Ok(());
+        }
+        let unsettled = self
+            .table
+            .all()
+            .await
+            .into_iter()
+            .find(|a| matches!(a.state, AuthState::Dispensed | AuthState::Presented));
+        match unsettled {
+            Some(a) => Err(RuleError::Sequence(format!(
+                "{command_name} is the host's while withdrawal {} is not settled",
+                a.reference
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Decides whether `command` (already checked to be of `device`'s class and complete) may

@@ -252,6 +252,23 @@ async fn notes_not_taken_are_retracted_and_reversed() {
         .await
         .unwrap();
     assert_eq!(ok["completion"]["code"], "COMPLETION_CODE_SUCCESS", "{ok}");
+    // The notes of an unsettled withdrawal are the host's: a page clearing them first would
+    // make them look delivered to the settler.
+    for clear in ["retract", "reject", "reset"] {
+        let e = page
+            .call(
+                "device.execute",
+                json!({"device": "cdm", "command": {"cashDispenser": {clear: {}}}}),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e["code"], "SEQUENCE_ERROR", "{clear}: {e}");
+    }
+    assert_eq!(
+        notes(&cdm_status(&r.cdm).await),
+        (cassettes - 3, 0, retract_bin),
+        "the stacked notes stay where they are"
+    );
     // The customer walks away: ITEMSNOTTAKEN after the (short) take timeout.
     let e = page
         .call(
