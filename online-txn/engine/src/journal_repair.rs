@@ -13,12 +13,14 @@ use sqlx::any::AnyRow;
 use crate::journal::{Journal, JournalError, TxnState, now_ms, reversal_state};
 use crate::repair::{FixResult, JournalView, RepairItem, ReversalInfo, mask};
 
-/// Journal rows of the `host` back end in doubt without a pending reversal (rows of other back
-/// ends are reversed by their own worker, `backends::reversal`).
+/// Journal rows in doubt needing repair: of the `host` back end without a pending reversal; of
+/// other back ends (reversed by their own worker, `backends::reversal`, without a queue row)
+/// once that worker gave up and left its `FAILED` mark.
 const ITEMS_FROM: &str = "FROM txn_journal j LEFT JOIN reversal_queue q ON q.journal_id = j.id \
-     WHERE j.state = 'IN_DOUBT' AND j.backend = 'host' AND (q.id IS NULL OR q.state <> 'PENDING')";
+     WHERE j.state = 'IN_DOUBT' AND ((j.backend = 'host' AND (q.id IS NULL OR q.state <> 'PENDING')) \
+     OR (j.backend <> 'host' AND q.id IS NOT NULL AND q.state <> 'PENDING'))";
 
-const VIEW_COLUMNS: &str = "j.id, j.terminal_id, j.stan, j.txn_date, j.mti, j.processing_code, j.amount_minor, \
+const VIEW_COLUMNS: &str = "j.id, j.backend, j.terminal_id, j.stan, j.txn_date, j.mti, j.processing_code, j.amount_minor, \
      j.currency, j.pan_masked, j.state, j.response_code, j.rrn, j.auth_code, j.created_ms, j.updated_ms, \
      q.id AS qid, q.state AS qstate, q.reason AS qreason, q.attempts AS qattempts, q.last_result AS qresult, \
      q.expires_ms AS qexpires, q.updated_ms AS qupdated, q.replacement_minor AS qreplacement, \
@@ -58,6 +60,7 @@ fn view_row(r: &AnyRow) -> Result<JournalView, JournalError> {
         auth_code: r.try_get("auth_code")?,
         created_ms: r.try_get("created_ms")?,
         updated_ms: r.try_get("updated_ms")?,
+        backend: r.try_get("backend")?,
         reversal,
     })
 }
@@ -70,7 +73,7 @@ fn item(journal: JournalView) -> RepairItem {
     };
     RepairItem {
         kind: kind.to_owned(),
-        system_group: crate::repair::HOST_GROUP.to_owned(),
+        system_group: crate::repair::group_of(&journal.backend),
         journal,
     }
 }
@@ -90,14 +93,65 @@ impl Journal {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<RepairItem>, JournalError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {VIEW_COLUMNS} {ITEMS_FROM} ORDER BY j.id LIMIT $1 OFFSET $2"
-        ))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
+        self.repair_items_of(None, limit, offset).await
+    }
+
+    /// Rows of back end `backend` (all: `None`) needing repair, oldest first.
+    pub(crate) async fn repair_items_of(
+        &self,
+        backend: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<RepairItem>, JournalError> {
+        let rows = match backend {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {VIEW_COLUMNS} {ITEMS_FROM} ORDER BY j.id LIMIT $1 OFFSET $2"
+                ))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(self.pool())
+                .await?
+            }
+            Some(b) => {
+                sqlx::query(&format!(
+                    "SELECT {VIEW_COLUMNS} {ITEMS_FROM} AND j.backend = $3 ORDER BY j.id LIMIT $1 OFFSET $2"
+                ))
+                .bind(limit)
+                .bind(offset)
+                .bind(b)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
         rows.iter().map(|r| view_row(r).map(item)).collect()
+    }
+
+    /// Marks the reversal of row `journal_id` (a back end other than `host`) as given up by
+    /// that back end's reversal worker: a `FAILED` reversal row with `result` and `attempts`,
+    /// so that the row is a repair item and stays out of the worker's hands — also across
+    /// restarts — until a repair hands it back. Changes nothing if the row has one already.
+    pub async fn mark_backend_reversal_failed(
+        &self,
+        journal_id: i64,
+        result: &str,
+        attempts: i64,
+    ) -> Result<(), JournalError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO reversal_queue (journal_id, reason, state, attempts, next_attempt_ms, expires_ms, \
+             last_result, reversed_minor, created_ms, updated_ms) \
+             SELECT j.id, 'BACKEND', 'FAILED', $2, $3, $3, $4, j.amount_minor, $3, $3 FROM txn_journal j \
+             WHERE j.id = $1 AND j.state = 'IN_DOUBT' \
+             AND NOT EXISTS (SELECT 1 FROM reversal_queue q WHERE q.journal_id = $1)",
+        )
+        .bind(journal_id)
+        .bind(attempts)
+        .bind(now)
+        .bind(result)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Row `id` if it needs repair.
@@ -145,6 +199,9 @@ impl Journal {
                 "journal row {journal_id} no longer needs repair"
             )));
         };
+        if current.journal.backend != crate::router::DEFAULT_BACKEND {
+            return self.hand_back(journal_id, &current.journal).await;
+        }
         let Some(rev) = current.journal.reversal else {
             // In doubt and never reversed: queue one (the row stays IN_DOUBT).
             return match self.queue_reversal(journal_id, "REPAIR", ttl).await {
@@ -197,6 +254,46 @@ impl Journal {
                 rev.attempts,
                 rev.last_result.as_deref().unwrap_or("none"),
                 ttl.as_secs()
+            ),
+        ))
+    }
+
+    /// `REVERSAL_RETRY` for a row of a back end other than `host`: its `FAILED` mark is
+    /// removed (while the row is still in doubt), so that its back end's reversal worker
+    /// delivers the reversal again.
+    async fn hand_back(
+        &self,
+        journal_id: i64,
+        row: &crate::repair::JournalView,
+    ) -> Result<FixResult, JournalError> {
+        let Some(rev) = &row.reversal else {
+            return Ok(FixResult::NotNeeded(format!(
+                "journal row {journal_id} is with back end {}'s reversal worker",
+                row.backend
+            )));
+        };
+        let deleted = sqlx::query(
+            "DELETE FROM reversal_queue WHERE id = $1 AND state = $2 \
+             AND EXISTS (SELECT 1 FROM txn_journal j WHERE j.id = $3 AND j.state = 'IN_DOUBT')",
+        )
+        .bind(rev.id)
+        .bind(&rev.state)
+        .bind(journal_id)
+        .execute(self.pool())
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(FixResult::NotNeeded(
+                "the row or its reversal changed meanwhile".into(),
+            ));
+        }
+        Ok(FixResult::Applied(
+            None,
+            format!(
+                "handed back to back end {}'s reversal worker (was {} after {} attempts, last result: {})",
+                row.backend,
+                rev.state,
+                rev.attempts,
+                rev.last_result.as_deref().unwrap_or("none")
             ),
         ))
     }

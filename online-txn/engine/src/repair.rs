@@ -3,8 +3,11 @@
 //!
 //! **Items** needing repair are journal rows in `IN_DOUBT` without a pending reversal: their
 //! reversal ended `FAILED` (out of attempts, expired, or a refusal asking again cannot change),
-//! or they never got one. They belong to the system group [`HOST_GROUP`] (the engine's one back
-//! channel today).
+//! or they never got one. Each belongs to the **system group of its back end**: [`HOST_GROUP`]
+//! for the `[host]` link, and for a `[[backends]]` entry its name in capitals with `-` and `.`
+//! as `_` ([`group_of`]: `core-json` → `CORE_JSON`). Rows of other back ends are items once
+//! their own reversal worker gave up (`backends::reversal` then leaves a `FAILED` reversal row
+//! as the durable mark).
 //!
 //! A **plan** (`repair_plan`) is selected by its system group and fix code, and says how many
 //! times an item may be retried (`max_retries`, 0–99: an item gets at most `1 + max_retries`
@@ -14,7 +17,9 @@
 //!
 //! - [`FixCode::ReversalRetry`] (`REVERSAL_RETRY`): re-queues the reversal (`FAILED` →
 //!   `PENDING`, attempts reset, expiry renewed) — or queues one if there was none — and wakes the
-//!   reversal worker, which delivers it like any other;
+//!   reversal worker, which delivers it like any other; for another back end the `FAILED` mark
+//!   is removed, which hands the row back to that back end's reversal worker (it picks it up
+//!   within two seconds, attempts counted from zero);
 //! - [`FixCode::MarkReversedManually`] (`MARK_REVERSED_MANUALLY`): for cases an operator
 //!   confirmed with the host out of band: the reversal → `DONE` and the row → `REVERSED` with
 //!   the operator's note. Only `MANUAL` plans, only for the journal ids named in the run
@@ -46,8 +51,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, JournalError, now_ms};
 
-/// The system group of the engine's back channel to the host: in-doubt items belong to it.
+/// The system group of the engine's back channel to the host (`[host]`, back end `host`).
 pub const HOST_GROUP: &str = "HOST";
+
+/// The system group of back end `backend`: [`HOST_GROUP`] for `host`, else the name in
+/// capitals with every character but letters and digits as `_`, at most 32 characters.
+pub fn group_of(backend: &str) -> String {
+    if backend == crate::router::DEFAULT_BACKEND {
+        return HOST_GROUP.to_owned();
+    }
+    backend
+        .chars()
+        .take(32)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 /// Most items one run handles (the rest wait for the next run).
 pub const MAX_ITEMS_PER_RUN: i64 = 1_000;
 /// Most journal ids one run request may name.
@@ -390,6 +414,8 @@ pub struct JournalView {
     pub created_ms: i64,
     /// Last change.
     pub updated_ms: i64,
+    /// The back end it was sent to (`host`: the `[host]` link).
+    pub backend: String,
     /// Its reversal, if one was queued.
     pub reversal: Option<ReversalInfo>,
 }
@@ -401,7 +427,7 @@ pub struct RepairItem {
     /// `REVERSAL_FAILED` (the reversal was given up), `NO_REVERSAL` (none was queued) or
     /// `REVERSAL_DONE` (acknowledged, but the row stayed in doubt).
     pub kind: String,
-    /// The system group it belongs to ([`HOST_GROUP`]).
+    /// The system group it belongs to (its back end's, [`group_of`]).
     pub system_group: String,
     /// The journal row.
     pub journal: JournalView,
@@ -822,6 +848,8 @@ pub struct Repair {
     journal: Journal,
     reversal_ttl: Duration,
     reversal_wake: Option<Arc<Notify>>,
+    /// System group → back end, `HOST` → `host` included.
+    groups: HashMap<String, String>,
     plans_changed: Notify,
     runs: Mutex<()>,
 }
@@ -834,10 +862,30 @@ impl Repair {
         reversal_ttl: Duration,
         reversal_wake: Option<Arc<Notify>>,
     ) -> Arc<Repair> {
+        Repair::with_backends(journal, reversal_ttl, reversal_wake, &[])
+    }
+
+    /// [`Repair::new`] that also repairs the rows of these `[[backends]]` (by name), each in
+    /// its own system group ([`group_of`]).
+    pub fn with_backends(
+        journal: Journal,
+        reversal_ttl: Duration,
+        reversal_wake: Option<Arc<Notify>>,
+        backends: &[String],
+    ) -> Arc<Repair> {
+        let mut groups = HashMap::new();
+        groups.insert(
+            HOST_GROUP.to_owned(),
+            crate::router::DEFAULT_BACKEND.to_owned(),
+        );
+        for b in backends {
+            groups.entry(group_of(b)).or_insert_with(|| b.clone());
+        }
         Arc::new(Repair {
             journal,
             reversal_ttl,
             reversal_wake,
+            groups,
             plans_changed: Notify::new(),
             runs: Mutex::new(()),
         })
@@ -1144,18 +1192,35 @@ impl Repair {
         };
         // (journal id, reversal id) of each candidate, or why a named row is not one.
         let mut candidates: Vec<(i64, Option<i64>, Option<String>)> = Vec::new();
-        if plan.system_group != HOST_GROUP {
+        let backend = self.groups.get(&plan.system_group);
+        if backend.is_none() {
+            let mut known: Vec<&str> = self.groups.keys().map(String::as_str).collect();
+            known.sort_unstable();
             summary.note = Some(format!(
-                "system group {} has no in-doubt items in this engine (its back channel is {HOST_GROUP})",
-                plan.system_group
+                "system group {} has no in-doubt items in this engine (its groups: {})",
+                plan.system_group,
+                known.join(", ")
             ));
         } else if ids.is_empty() {
-            for item in self.journal.repair_items(MAX_ITEMS_PER_RUN, 0).await? {
+            let backend = backend.map(String::as_str).unwrap_or_default();
+            for item in self
+                .journal
+                .repair_items_of(Some(backend), MAX_ITEMS_PER_RUN, 0)
+                .await?
+            {
                 candidates.push((item.journal.id, item.journal.reversal.map(|r| r.id), None));
             }
         } else {
             for &jid in &ids {
                 match self.journal.repair_item(jid).await? {
+                    Some(item) if item.system_group != plan.system_group => candidates.push((
+                        jid,
+                        None,
+                        Some(format!(
+                            "journal row {jid} belongs to system group {}, not {}",
+                            item.system_group, plan.system_group
+                        )),
+                    )),
                     Some(item) => {
                         candidates.push((jid, item.journal.reversal.map(|r| r.id), None))
                     }

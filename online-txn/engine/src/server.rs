@@ -120,7 +120,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     let timeout = Duration::from_millis(config.host.timeout_ms);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let repair = crate::repair::Repair::new(journal.clone(), reversal_ttl, Some(Arc::clone(&wake)));
+    let backend_names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+    let repair = crate::repair::Repair::with_backends(
+        journal.clone(),
+        reversal_ttl,
+        Some(Arc::clone(&wake)),
+        &backend_names,
+    );
     let admin_addr = match &config.admin {
         Some(admin) => Some(
             crate::admin::start(admin, Arc::clone(&repair), shutdown.clone())

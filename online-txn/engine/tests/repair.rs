@@ -507,3 +507,142 @@ async fn repair_on_postgres() {
     suite(Journal::open(&db.url).await.unwrap()).await;
     db.drop_db().await;
 }
+
+/// Rows of back ends other than `host` are repair items of their own system group once their
+/// worker gave up (its `FAILED` mark); `REVERSAL_RETRY` hands them back to that worker,
+/// `MARK_REVERSED_MANUALLY` closes them, and `HOST` plans never touch them.
+async fn other_back_ends(j: Journal) {
+    use openteller_online_txn::repair::group_of;
+    assert_eq!(group_of("host"), "HOST");
+    assert_eq!(group_of("core-json.v2"), "CORE_JSON_V2");
+    let r = Repair::with_backends(
+        j.clone(),
+        Duration::from_secs(600),
+        None,
+        &["teller-host".to_owned()],
+    );
+    let in_doubt = |stan: &'static str| {
+        let j = j.clone();
+        async move {
+            let Begin::New(id) = j.begin_sent(txn(stan), "teller-host").await.unwrap() else {
+                panic!("new row")
+            };
+            j.transition(id, TxnState::InDoubt, Answer::default())
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let a = in_doubt("800001").await;
+    let b = in_doubt("800002").await;
+    // With its worker: not an item.
+    assert_eq!(
+        r.items(PageRequest::default()).await.unwrap().total_count,
+        0
+    );
+    j.mark_backend_reversal_failed(a, "teller-host answered 96", 20)
+        .await
+        .unwrap();
+    j.mark_backend_reversal_failed(b, "teller-host answered 05", 1)
+        .await
+        .unwrap();
+    // A second mark changes nothing.
+    j.mark_backend_reversal_failed(a, "again", 99)
+        .await
+        .unwrap();
+    assert_eq!(j.reversal_of(a).await.unwrap(), Some(("FAILED".into(), 20)));
+    // The host's reversal worker never sees these marks.
+    assert!(
+        j.due_reversals(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.journal.id != a && d.journal.id != b)
+    );
+    let items = r.items(PageRequest::default()).await.unwrap();
+    assert_eq!(items.total_count, 2);
+    assert!(items.rows.iter().all(|i| i.system_group == "TELLER_HOST"
+        && i.kind == "REVERSAL_FAILED"
+        && i.journal.backend == "teller-host"));
+
+    // A HOST plan finds nothing of theirs, and refuses a named row of another group.
+    let host = r.create_plan(plan("HOST", "REVERSAL_RETRY")).await.unwrap();
+    let run = r.run_plan(host.id, RunOptions::default()).await.unwrap();
+    assert_eq!(run.candidates, 0);
+    let run = r
+        .run_plan(
+            host.id,
+            RunOptions {
+                journal_ids: vec![a],
+                note: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((run.succeeded, run.skipped), (0, 1));
+    assert!(run.attempts[0].detail.contains("TELLER_HOST"), "{run:?}");
+    assert_eq!(j.reversal_of(a).await.unwrap(), Some(("FAILED".into(), 20)));
+
+    // The back end's own plan: REVERSAL_RETRY removes the mark of `a` (its worker takes it
+    // again: IN_DOUBT, no queue row)...
+    let retry = r
+        .create_plan(PlanInput {
+            mode: Some("MANUAL".into()),
+            ..plan("TELLER_HOST", "REVERSAL_RETRY")
+        })
+        .await
+        .unwrap();
+    let run = r
+        .run_plan(
+            retry.id,
+            RunOptions {
+                journal_ids: vec![a],
+                note: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.succeeded, 1, "{run:?}");
+    assert!(run.attempts[0].detail.contains("handed back"), "{run:?}");
+    assert_eq!(j.reversal_of(a).await.unwrap(), None);
+    assert_eq!(j.get(a).await.unwrap().state, TxnState::InDoubt);
+    // ... and an operator closes `b`.
+    let manual = r
+        .create_plan(PlanInput {
+            mode: Some("MANUAL".into()),
+            ..plan("TELLER_HOST", "MARK_REVERSED_MANUALLY")
+        })
+        .await
+        .unwrap();
+    let run = r
+        .run_plan(
+            manual.id,
+            RunOptions {
+                journal_ids: vec![b],
+                note: Some("teller host ops: not applied, ticket 12".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.succeeded, 1, "{run:?}");
+    assert_eq!(j.get(b).await.unwrap().state, TxnState::Reversed);
+    assert_eq!(j.reversal_of(b).await.unwrap().unwrap().0, "DONE");
+    assert_eq!(
+        r.items(PageRequest::default()).await.unwrap().total_count,
+        0
+    );
+}
+
+#[tokio::test]
+async fn other_back_ends_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    other_back_ends(Journal::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn other_back_ends_on_postgres() {
+    let db = support::FreshPostgres::create("ot_repair_backends").await;
+    other_back_ends(Journal::open(&db.url).await.unwrap()).await;
+    db.drop_db().await;
+}

@@ -15,10 +15,13 @@
 //! these back ends still `SENT` are moved to `IN_DOUBT` ([`claim_sent`]) so that the recovery
 //! does not queue their reversals to `host`.
 //!
-//! The journal records the back end of these rows (`txn_journal.backend`), so the repair
-//! service, which acts on `host` rows only, never re-queues one of them to `host`. A reversal
-//! this worker gives up stays `IN_DOUBT` and needs an operator (repair for other back ends is
-//! not built yet).
+//! The journal records the back end of these rows (`txn_journal.backend`). A reversal this
+//! worker gives up stays `IN_DOUBT` and gets a `FAILED` reversal row (reason `BACKEND`) as a
+//! durable mark: the row is then a repair item of its back end's system group (seed 002), and
+//! this worker leaves it alone — also after a restart — until a repair plan's
+//! `REVERSAL_RETRY` removes the mark (the worker then tries again) or an operator's
+//! `MARK_REVERSED_MANUALLY` closes it. The host's reversal worker only delivers `PENDING` rows,
+//! so the mark never sends anything to `host`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -168,7 +171,7 @@ impl BackendReversals {
                         result,
                         "channel reversal refused; needs repair"
                     );
-                    given_up.insert(r.id);
+                    self.give_up(r.id, &result, attempts + 1, given_up).await;
                     progress.remove(&r.id);
                 }
                 Outcome::Retry(result) if expired || out_of_attempts => {
@@ -177,7 +180,7 @@ impl BackendReversals {
                         result,
                         "channel reversal given up; needs repair"
                     );
-                    given_up.insert(r.id);
+                    self.give_up(r.id, &result, attempts + 1, given_up).await;
                     progress.remove(&r.id);
                 }
                 Outcome::Retry(result) => {
@@ -197,6 +200,20 @@ impl BackendReversals {
             }
         }
         Ok(())
+    }
+
+    /// Leaves the durable `FAILED` mark that makes row `id` a repair item (and keeps it out of
+    /// this worker's hands until a repair removes it); in memory too, in case the mark cannot
+    /// be written now.
+    async fn give_up(&self, id: i64, result: &str, attempts: i64, given_up: &mut HashSet<i64>) {
+        if let Err(e) = self
+            .journal
+            .mark_backend_reversal_failed(id, result, attempts)
+            .await
+        {
+            tracing::error!(journal_id = id, error = %e, "cannot record a given-up channel reversal");
+            given_up.insert(id);
+        }
     }
 
     async fn deliver(&self, r: &TxnRecord, backend: &Backend, attempts: i64) -> Outcome {
