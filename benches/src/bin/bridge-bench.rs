@@ -8,8 +8,9 @@
 //! `target/release/bridge-bench --bin-dir target/release`
 //!
 //! With `--windowed` (a terminal-native built with `--features window`, and a `DISPLAY`), it
-//! also starts the windowed host on the same proxies and reports its RSS, the WebKit web and
-//! network processes it spawns included.
+//! also starts the windowed host on the same proxies with a bench page that times the same
+//! `device.status` round trips from JS over wry's IPC (and writes them to the e-journal), and
+//! reports the host's RSS, the WebKit web and network processes it spawns included.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,8 @@ struct Args {
     /// Concurrent pages of the concurrent scenario.
     #[arg(long, default_value_t = 4)]
     pages: u32,
-    /// Also start the windowed host (needs a `window` build and a DISPLAY) to read its RSS.
+    /// Also run the windowed host (needs a `window` build and a DISPLAY): IPC round trips
+    /// from its page and its RSS.
     #[arg(long)]
     windowed: bool,
 }
@@ -184,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
 
     snapshot(&mut rss, true);
     let windowed = if args.windowed {
-        Some(windowed_rss(&native_bin, d, &package).await?)
+        Some(windowed_run(&native_bin, d, args.calls).await?)
     } else {
         None
     };
@@ -196,11 +198,22 @@ async fn main() -> anyhow::Result<()> {
             *after as f64 / 1024.0
         );
     }
-    if let Some((host, total)) = windowed {
+    if let Some(w) = &windowed {
+        let mb = |k: u64| k as f64 / 1024.0;
         println!(
-            "| terminal-native windowed (host process) | {:.1} | |\n| terminal-native windowed + WebKit web/network processes | {:.1} | |",
-            host as f64 / 1024.0,
-            total as f64 / 1024.0
+            "| terminal-native windowed (host process) | {:.1} | {:.1} |\n\
+             | terminal-native windowed + WebKit web/network processes | {:.1} | {:.1} |",
+            mb(w.host.0),
+            mb(w.host.1),
+            mb(w.tree.0),
+            mb(w.tree.1)
+        );
+        let (n, total, p50, p99, max) = w.ipc;
+        println!(
+            "\nwindowed, from the page over wry IPC: device.status {n} calls, {:.0}/s, \
+             mean {:.3} ms, p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
+            n as f64 / (total / 1000.0).max(1e-9),
+            total / n.max(1) as f64
         );
     }
     drop(ws);
@@ -332,17 +345,83 @@ fn tree_rss_kib(root: u32) -> u64 {
     tree.iter().filter_map(|p| rss_kib(*p)).sum()
 }
 
-/// Starts the windowed host on the same proxies, waits until its page is loaded (the journal
-/// shows nothing for a static page, so: until the WebKit web process exists and 10 s passed),
-/// and reads its RSS and its process tree's.
-async fn windowed_rss(bin: &Path, d: &Path, package: &Path) -> anyhow::Result<(u64, u64)> {
+/// The windowed host's figures.
+struct Windowed {
+    /// The page's IPC round trips: `(calls, total ms, p50 ms, p99 ms, max ms)`.
+    ipc: (u64, f64, f64, f64, f64),
+    /// Host process RSS after the page loaded and after the run, KiB.
+    host: (u64, u64),
+    /// The host and its WebKit processes, KiB.
+    tree: (u64, u64),
+}
+
+/// The bench page of the windowed host: the raw bridge protocol over wry's IPC, `calls`
+/// sequential `device.status` round trips timed with `performance.now()`, the result written
+/// to the e-journal with `journal.write` (`PAGE BENCH …`), where the driver reads it.
+fn ipc_page(calls: u32) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>ipc bench</title><script>
+const pending = new Map(); let id = 0;
+window.__opentellerReceive = (t) => {{ const m = JSON.parse(t); const w = pending.get(m.id);
+  if (w) {{ pending.delete(m.id); w(m); }} }};
+const call = (method, params) => new Promise((ok) => {{ id += 1; pending.set(id, ok);
+  window.ipc.postMessage(JSON.stringify({{id, method, params}})); }});
+(async () => {{
+  await call("journal.write", {{text: "BENCH start"}});
+  await new Promise((r) => setTimeout(r, 2000));
+  for (let i = 0; i < 200; i++) await call("device.status", {{device: "idc"}});
+  const n = {calls}; const s = new Float64Array(n); const t0 = performance.now();
+  for (let i = 0; i < n; i++) {{ const t = performance.now();
+    const a = await call("device.status", {{device: "idc"}});
+    if (a.error) {{ await call("journal.write", {{text: "BENCH failed " + a.error.code}}); return; }}
+    s[i] = performance.now() - t; }}
+  const total = performance.now() - t0; const v = Array.from(s).sort((a, b) => a - b);
+  const q = (x) => v[Math.min(n - 1, Math.floor(x * n))].toFixed(3);
+  await call("journal.write", {{text: `BENCH ipc n=${{n}} total=${{total.toFixed(1)}} p50=${{q(0.5)}} p99=${{q(0.99)}} max=${{v[n - 1].toFixed(3)}}`}});
+}})();
+</script>"#
+    )
+}
+
+/// Waits for a `PAGE BENCH` journal line starting with `prefix` in `ej`.
+async fn journal_line(ej: &Path, prefix: &str, log: &Path) -> anyhow::Result<String> {
+    let needle = format!("PAGE BENCH {prefix}");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(dir) = std::fs::read_dir(ej) {
+            for f in dir.flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                if let Some(line) = text.lines().find(|l| l.contains(&needle)) {
+                    return Ok(line.to_owned());
+                }
+                if let Some(line) = text.lines().find(|l| l.contains("PAGE BENCH failed")) {
+                    bail!("the bench page failed: {line}");
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no {needle:?} line from the windowed page: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the windowed host on the same proxies with the IPC bench page; reads the page's
+/// round trips from the journal and the RSS after the page loaded and after the run.
+async fn windowed_run(bin: &Path, d: &Path, calls: u32) -> anyhow::Result<Windowed> {
     if std::env::var_os("DISPLAY").is_none() {
         bail!("--windowed needs a DISPLAY (e.g. run under xvfb-run)");
     }
-    // Its own journal and state directories; the same proxies.
+    // Its own package, journal and state directories; the same proxies.
     let own = d.join("windowed");
-    std::fs::create_dir_all(&own)?;
-    std::fs::write(own.join("native.toml"), config_text(d, &own, package))?;
+    let package = own.join("package");
+    std::fs::create_dir_all(&package)?;
+    std::fs::write(package.join("index.html"), ipc_page(calls))?;
+    std::fs::write(own.join("native.toml"), config_text(d, &own, &package))?;
+    let log = d.join("windowed.log");
     let child = Command::new(bin)
         .arg("--config")
         .arg(own.join("native.toml"))
@@ -350,16 +429,33 @@ async fn windowed_rss(bin: &Path, d: &Path, package: &Path) -> anyhow::Result<(u
         .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("windowed.log"))?)
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut p = Proc(child);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    if let Some(status) = p.0.try_wait()? {
-        bail!(
-            "the windowed host exited ({status}): {}",
-            std::fs::read_to_string(d.join("windowed.log")).unwrap_or_default()
-        );
-    }
-    Ok((rss_kib(p.0.id()).unwrap_or(0), tree_rss_kib(p.0.id())))
+    let p = Proc(child);
+    let ej = own.join("ej");
+    journal_line(&ej, "start", &log).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let host_start = rss_kib(p.0.id()).unwrap_or(0);
+    let tree_start = tree_rss_kib(p.0.id());
+    let line = journal_line(&ej, "ipc", &log).await?;
+    let host_after = rss_kib(p.0.id()).unwrap_or(0);
+    let tree_after = tree_rss_kib(p.0.id());
+    let field = |k: &str| -> anyhow::Result<f64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{k} in {line}"))
+    };
+    Ok(Windowed {
+        ipc: (
+            field("n=")? as u64,
+            field("total=")?,
+            field("p50=")?,
+            field("p99=")?,
+            field("max=")?,
+        ),
+        host: (host_start, host_after),
+        tree: (tree_start, tree_after),
+    })
 }
