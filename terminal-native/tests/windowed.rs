@@ -3,7 +3,8 @@
 //! real driver-proxies. The business page (tests/fixtures/windowed) signs on, reads the card,
 //! takes the PIN and asks for the balance; then it loads a second page, which ejects the card
 //! through the fresh bridge the host gives every page load. The test plays the customer through
-//! the virtual devices' simulator API and checks the electronic journal.
+//! the virtual devices' simulator API and checks the electronic journal. Then it kills the
+//! page's WebKit web process: the host reloads the page, which comes back through a new bridge.
 //!
 //! Needs the `window` feature, `Xvfb` and WebKitGTK 4.1 (deploy/local/lib.sh installs them).
 
@@ -342,6 +343,45 @@ async fn kiosk_window_runs_a_balance_inquiry_over_ipc() {
         log_text.contains("page loading: new bridge"),
         "the reload got a new bridge\n{log_text}"
     );
+    assert_eq!(
+        text.matches("PAGE fixture loaded first").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("PAGE fixture loaded inquiry").count(),
+        1,
+        "{text}"
+    );
+
+    // The page's web process crashes: the host reloads the page, which talks again through a
+    // new bridge (its load line reaches the journal over IPC).
+    let web = web_process(native.0.id())
+        .unwrap_or_else(|| panic!("no WebKitWebProcess child\n{}", diagnostics()));
+    let status = Command::new("kill")
+        .args(["-KILL", &web.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + PATIENCE;
+    while journal(&ej).matches("PAGE fixture loaded inquiry").count() < 2 {
+        assert!(
+            native.0.try_wait().unwrap().is_none(),
+            "terminal-native exited\n{}",
+            diagnostics()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the page did not come back after its web process was killed\n{}",
+            diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("web process ended"),
+        "the crash was seen\n{log_text}"
+    );
 
     // SIGTERM: the window closes and the host exits 0.
     let pid = native.0.id().to_string();
@@ -349,6 +389,23 @@ async fn kiosk_window_runs_a_balance_inquiry_over_ipc() {
     assert!(status.success());
     let code = native.0.wait().unwrap();
     assert_eq!(code.code(), Some(0), "{}", diagnostics());
+}
+
+/// The WebKit web process among `pid`'s children.
+fn web_process(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|c| c.starts_with("WebKitWebProces"))
+        })
 }
 
 #[test]
