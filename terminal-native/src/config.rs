@@ -279,6 +279,8 @@ pub struct Settings {
     pub terminal_id: String,
     /// The business-package directory served at `/`.
     pub business_package: PathBuf,
+    /// What the package's manifest says (name, version), read at validation.
+    pub package: crate::package::PackageInfo,
     /// Where the electronic journal's daily files go.
     pub journal_dir: PathBuf,
     /// Where the transaction-state table is persisted.
@@ -378,6 +380,8 @@ impl Settings {
                 raw.business_package.display()
             )));
         }
+        let package = crate::package::PackageInfo::read(&raw.business_package)
+            .map_err(|e| invalid(format!("business_package: {e}")))?;
         let listen: SocketAddr = raw.headless.listen.parse().map_err(|_| {
             invalid(format!(
                 "headless.listen {:?} must be IP:PORT, e.g. 127.0.0.1:8780",
@@ -527,6 +531,7 @@ impl Settings {
         Ok(Settings {
             terminal_id: id.to_owned(),
             business_package: raw.business_package,
+            package,
             journal_dir: raw.journal_dir,
             state_dir: raw.state_dir,
             listen,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod devices;
 pub mod journal;
 mod keeper;
+pub mod package;
 pub mod recovery;
 pub mod rules;
 pub mod selfcheck;
@@ -117,6 +118,8 @@ pub struct TerminalStatus {
     pub devices: Vec<DeviceView>,
     /// The customer session.
     pub session: SessionView,
+    /// The business package being served (see [`package`]).
+    pub business_package: package::PackageInfo,
 }
 
 /// Sends fraud and other alarms to every connected page as `terminal.alarm`.
@@ -203,6 +206,10 @@ impl Terminal {
         {
             let t = terminal.clone();
             terminal.tasks.spawn(async move {
+                t.gate
+                    .journal()
+                    .note(format!("PACKAGE {}", t.settings.package.label()))
+                    .await;
                 for line in recovered {
                     t.gate.journal().note(line).await;
                 }
@@ -325,6 +332,7 @@ impl Terminal {
             out_of_service_reasons: reasons,
             devices,
             session: self.gate.session(),
+            business_package: self.settings.package.clone(),
         }
     }
 

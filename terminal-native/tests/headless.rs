@@ -74,7 +74,25 @@ fn bad_configuration_exits_64_before_binding() {
         assert_eq!(code, 64, "{why}: {err}");
         assert!(err.contains(why), "{why}: {err}");
     }
-    // A good file without --headless: the windowed host is not built yet.
+    // A business package with a broken manifest: refused like a bad configuration.
+    let broken = dir.path().join("broken-package");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("openteller-package.json"), "{\"name\": 1}").unwrap();
+    let text = config(dir.path(), &[], "").replace(
+        &format!(
+            "business_package = \"{}\"",
+            dir.path().join("package").display()
+        ),
+        &format!("business_package = \"{}\"", broken.display()),
+    );
+    assert!(text.contains("broken-package"), "{text}");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let (code, err) = run_native(&["--config", path.to_str().unwrap(), "--headless"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("openteller-package.json"), "{err}");
+
+    // A good file without --headless, in a build without the `window` feature: refused.
     let path = dir.path().join("good.toml");
     std::fs::write(&path, config(dir.path(), &[], "")).unwrap();
     let (code, err) = run_native(&["--config", path.to_str().unwrap()]);
@@ -140,6 +158,11 @@ async fn lists_devices_and_answers_typed_errors() {
     let ts = page.call("terminal.status", json!({})).await.unwrap();
     assert_eq!(ts["inService"], true, "{ts}");
     assert_eq!(ts["terminalId"], "T0001");
+    assert_eq!(
+        ts["businessPackage"],
+        json!({"name": "test-package", "version": "1.0.0"}),
+        "{ts}"
+    );
 
     let before = idc.status().await;
     let cases: Vec<(&str, Value, &str)> = vec![

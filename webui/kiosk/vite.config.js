@@ -3,10 +3,26 @@
 // relative ('./') and nothing is loaded from outside the package.
 import { defineConfig } from 'vite';
 import vue from '@vitejs/plugin-vue';
+import { readFileSync } from 'node:fs';
+
+const pkg = JSON.parse(readFileSync(new URL('./package.json', import.meta.url), 'utf8'));
+
+// dist/openteller-package.json: the package's name and version, which terminal-native shows in
+// terminal.status (businessPackage) and journals at start (docs/terminal-native.md).
+const manifest = {
+  name: 'openteller-package-manifest',
+  generateBundle() {
+    this.emitFile({
+      type: 'asset',
+      fileName: 'openteller-package.json',
+      source: JSON.stringify({ name: pkg.name, version: pkg.version }) + '\n',
+    });
+  },
+};
 
 export default defineConfig({
   base: './',
-  plugins: [vue()],
+  plugins: [vue(), manifest],
   build: {
     outDir: 'dist',
     emptyOutDir: true,

@@ -225,6 +225,11 @@ pub struct Native {
 pub fn config(dir: &Path, proxies: &[&Proxy], extra: &str) -> String {
     let package = dir.join("package");
     std::fs::create_dir_all(&package).expect("package dir");
+    std::fs::write(
+        package.join("openteller-package.json"),
+        r#"{"name": "test-package", "version": "1.0.0"}"#,
+    )
+    .expect("package manifest");
     let mut text = format!(
         "terminal_id = \"T0001\"\nbusiness_package = \"{}\"\njournal_dir = \"{}\"\nstate_dir = \"{}\"\n\
          [headless]\nlisten = \"127.0.0.1:0\"\n",
