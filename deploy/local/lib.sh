@@ -29,6 +29,38 @@ need_apt() {
     || die "could not install ${missing[*]}; install them with apt-get and retry"
 }
 
+# need_node: Node.js 20 or newer with npm (the web pages are built and tested with them).
+need_node() {
+  need_cmd node "Install Node.js 20 or newer."
+  need_cmd npm "Install npm (it comes with Node.js)."
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old: 20 or newer is needed"
+}
+
+# ensure_chromium: exports OPENTELLER_CHROMIUM (default /usr/bin/chromium, Debian's package,
+# installed when missing) for the browser tests, and keeps Playwright from downloading browsers
+# of its own (that download does not work here).
+ensure_chromium() {
+  local c="${OPENTELLER_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$c" ]; then
+    [ "$c" = /usr/bin/chromium ] || die "OPENTELLER_CHROMIUM=$c is not an executable"
+    need_apt chromium
+    [ -x /usr/bin/chromium ] || die "apt-get installed chromium but /usr/bin/chromium is still missing"
+  fi
+  export OPENTELLER_CHROMIUM="$c"
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+}
+
+# ensure_cjk_font: a CJK font, so that screenshots of zh-CN pages show characters rather than
+# boxes. Best effort: the tests read text, not pixels.
+ensure_cjk_font() {
+  if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+    (need_apt fonts-wqy-microhei) \
+      || printf 'warning: no CJK font (apt-get install -y fonts-wqy-microhei): zh-CN screenshots will show boxes\n' >&2
+  fi
+}
+
 # The toolchain every command needs.
 need_toolchain() {
   need_cmd cargo "Install Rust from https://rustup.rs (rustc 1.88 or newer)."

@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(repo_root)"
 
 need_toolchain
-need_cmd node "Install Node.js 20 or newer (the console is built with npm)."
-need_cmd npm "Install npm (it comes with Node.js)."
+need_node
 if [ -z "${OPENTELLER_TEST_POSTGRES:-}" ]; then ensure_postgres; fi
 if [ -z "${OPENTELLER_TEST_REDIS:-}" ]; then ensure_redis; fi
 ensure_s3s_fs

@@ -22,8 +22,7 @@ cd "$(repo_root)"
 
 need_toolchain
 need_apt curl
-need_cmd node "Install Node.js 20 or newer (the console and the kiosk are built with npm)."
-need_cmd npm "Install npm (it comes with Node.js)."
+need_node
 ensure_webview_deps
 windowed="${OPENTELLER_WINDOW:-}"
 if [ -n "$windowed" ] && [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then

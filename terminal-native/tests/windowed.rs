@@ -16,19 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, Proxy, spawn_listening, word, workspace_bin};
+use common::host::{PAN, TRACK2, load_tmk, start_host_side};
+use common::{Proc, Proxy};
 use openteller_proto::device::v1::{
-    Card, CardReaderSimAction, CompletionCode, ImportKeyComponents, InsertCard, KeyAlgorithm,
-    KeyUsage, MagneticCard, PinPadCommand, PinPadSimAction, PressKeys, SimulatorReply, card,
-    card_reader_sim_action, command, pin_pad_command, pin_pad_sim_action, simulator_request,
+    Card, CardReaderSimAction, InsertCard, MagneticCard, PinPadSimAction, PressKeys,
+    SimulatorReply, card, card_reader_sim_action, pin_pad_sim_action, simulator_request,
 };
 
-const MASTER: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-const TMK: &str = "0123456789ABCDEFFEDCBA9876543210";
-const ZPK: &str = "11111111111111112222222222222222";
-const ZAK: &str = "33333333333333334444444444444444";
-const PAN: &str = "6222020200112233445";
-const TRACK2: &str = "6222020200112233445=49121010000000000";
 /// How long the whole customer flow may take on a loaded machine before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(180);
 
@@ -71,105 +65,6 @@ fn start_xvfb(dir: &Path) -> Xvfb {
         }
     }
     panic!("no free X display for Xvfb in :90..:190");
-}
-
-struct HostSide {
-    _host: Proc,
-    _engine: Proc,
-    terminals: String,
-}
-
-fn start_host_side(dir: &Path) -> HostSide {
-    std::fs::write(
-        dir.join("accounts.toml"),
-        format!("[[account]]\npan = \"{PAN}\"\npin = \"1234\"\nbalance = 100000000\n"),
-    )
-    .unwrap();
-    let host_cfg = dir.join("host-sim.toml");
-    std::fs::write(
-        &host_cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\naccounts = \"accounts.toml\"\n\
-             [keys]\nzpk = \"{ZPK}\"\nzak = \"{ZAK}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(workspace_bin("host-sim", "openteller-host-sim"));
-    cmd.args(["serve", "--config"]).arg(&host_cfg);
-    let (host, line) = spawn_listening(cmd, &dir.join("host.log"));
-    let host_addr = word(&line, "iso8583=").to_owned();
-
-    let engine_bin = workspace_bin("online-txn", "openteller-online-txn");
-    let cfg = dir.join("online-txn.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[journal]\nurl = \"sqlite://{}\"\n[keys]\nfile = \"{}\"\n[terminals]\nlisten = \"127.0.0.1:0\"\n\
-             [host]\naddress = \"{host_addr}\"\ntimeout_ms = 5000\n",
-            dir.join("journal.db").display(),
-            dir.join("keys.json").display()
-        ),
-    )
-    .unwrap();
-    for (name, usage, value) in [
-        ("term/T0000001/TMK", "kek", TMK),
-        ("host/ZPK", "pin", ZPK),
-        ("host/ZAK", "mac", ZAK),
-    ] {
-        let out = Command::new(&engine_bin)
-            .args(["keys", "--config"])
-            .arg(&cfg)
-            .args(["import", "--name", name, "--usage", usage, "--hex", value])
-            .env("OPENTELLER_MASTER_KEY", MASTER)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let mut cmd = Command::new(&engine_bin);
-    cmd.args(["serve", "--config"])
-        .arg(&cfg)
-        .env("OPENTELLER_MASTER_KEY", MASTER);
-    let (engine, line) = spawn_listening(cmd, &dir.join("engine.log"));
-    HostSide {
-        _host: host,
-        _engine: engine,
-        terminals: word(&line, "terminals=").to_owned(),
-    }
-}
-
-/// The key ceremony: the TMK into the EPP as two clear components, straight at the proxy.
-async fn load_tmk(pin: &Proxy) {
-    let tmk = hex::decode(TMK).unwrap();
-    let c1: Vec<u8> = (0..16u8)
-        .map(|i| i.wrapping_mul(53).wrapping_add(7))
-        .collect();
-    let c2: Vec<u8> = tmk.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
-    let c = pin
-        .execute(openteller_proto::device::v1::Command {
-            request_id: "ceremony-1".into(),
-            timeout_ms: 0,
-            command: Some(command::Command::PinPad(PinPadCommand {
-                command: Some(pin_pad_command::Command::ImportKeyComponents(
-                    ImportKeyComponents {
-                        name: "TMK".into(),
-                        usage: KeyUsage::KeyEncryption as i32,
-                        algorithm: KeyAlgorithm::Tdes as i32,
-                        components: vec![c1, c2],
-                        expected_kcv: String::new(),
-                    },
-                )),
-            })),
-        })
-        .await;
-    assert_eq!(
-        c.completion.unwrap().code,
-        CompletionCode::Success as i32,
-        "TMK loaded"
-    );
 }
 
 /// Today's e-journal text.

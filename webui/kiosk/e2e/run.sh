@@ -14,13 +14,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 kiosk="$(cd "$here/.." && pwd)"
 repo="$(cd "$kiosk/../.." && pwd)"
-say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+. "$here/../../../deploy/local/lib.sh"
 
-command -v node >/dev/null 2>&1 || die "node is not installed (Node.js 20 or newer is needed)"
-command -v npm >/dev/null 2>&1 || die "npm is not installed"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 20 ] || die "Node.js $(node --version) is too old: 20 or newer is needed"
+need_node
 
 if [ -n "${OPENTELLER_BIN_DIR:-}" ]; then
   bin_dir="$OPENTELLER_BIN_DIR"
@@ -39,35 +35,9 @@ for b in terminal-native driver-proxy online-txn host-sim devsim; do
 done
 export OPENTELLER_BIN_DIR="$(cd "$bin_dir" && pwd)"
 
-CHROMIUM="${OPENTELLER_CHROMIUM:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
-  [ "$CHROMIUM" = /usr/bin/chromium ] || die "OPENTELLER_CHROMIUM=$CHROMIUM is not an executable"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null \
-      || die "/usr/bin/chromium is missing and we are neither root nor allowed to sudo: run 'apt-get install -y chromium' as root and retry"
-    sudo="sudo -n"
-  fi
-  say "installing Debian chromium (apt-get)"
-  $sudo apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
-    || die "could not install chromium with apt-get; install it (apt-get install -y chromium) and retry"
-  [ -x /usr/bin/chromium ] || die "apt-get installed chromium but /usr/bin/chromium is still missing"
-fi
-export OPENTELLER_CHROMIUM="$CHROMIUM"
+ensure_chromium
+ensure_cjk_font
 
-# The kiosk starts in zh-CN: without a CJK font the screenshots show empty boxes (the test reads
-# text, not pixels, so this is best effort).
-if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  say "installing a CJK font for readable screenshots (apt-get install fonts-wqy-microhei)"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
-    || printf 'warning: no CJK font (apt-get install -y fonts-wqy-microhei): zh-CN screenshots will show boxes\n' >&2
-fi
-
-# Playwright must never fetch its own browsers (that download does not work here).
-export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 if [ -z "${OPENTELLER_KIOSK_DIST:-}" ]; then
   say "npm ci + unit tests + vite build (webui/kiosk)"
