@@ -88,6 +88,30 @@ pub enum TxnError {
     State(#[from] StateError),
 }
 
+/// A failed exchange with online-txn, by whether the request left the terminal: that,
+/// not the kind of error, decides between "declined, nothing to undo" and "reverse it".
+#[derive(Debug)]
+enum Exchanged {
+    /// The frame was never written (no connection, no MAC, the gate refused the EPP).
+    NotSent(TxnError),
+    /// The frame was written: online-txn may have acted on it, whatever failed afterwards.
+    Sent(TxnError),
+}
+
+impl Exchanged {
+    /// Whether the request may have reached online-txn.
+    fn was_sent(&self) -> bool {
+        matches!(self, Exchanged::Sent(_))
+    }
+
+    /// The error itself.
+    fn into_error(self) -> TxnError {
+        match self {
+            Exchanged::NotSent(e) | Exchanged::Sent(e) => e,
+        }
+    }
+}
+
 impl TxnError {
     /// The stable bridge error code.
     pub fn code(&self) -> &'static str {
@@ -382,28 +406,30 @@ impl TxnClient {
         &self,
         request: &Message,
         payload: &[u8],
-    ) -> Result<(Message, Vec<u8>), TxnError> {
+    ) -> Result<(Message, Vec<u8>), Exchanged> {
+        use Exchanged::NotSent;
         let framed = self
             .framer
             .frame(payload)
-            .map_err(|e| TxnError::Invalid(format!("frame: {e}")))?;
+            .map_err(|e| NotSent(TxnError::Invalid(format!("frame: {e}"))))?;
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let connect = TcpStream::connect(&self.online.address);
             let stream = match tokio::time::timeout(self.online.connect_timeout, connect).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(TxnError::Unreachable(e.to_string())),
-                Err(_) => return Err(TxnError::Unreachable("connect timed out".into())),
+                Ok(Err(e)) => return Err(NotSent(TxnError::Unreachable(e.to_string()))),
+                Err(_) => return Err(NotSent(TxnError::Unreachable("connect timed out".into()))),
             };
             let _ = stream.set_nodelay(true);
             *guard = Some((stream, BytesMut::with_capacity(4096)));
         }
         let Some((stream, buf)) = guard.as_mut() else {
-            return Err(TxnError::Unreachable("no connection".into()));
+            return Err(NotSent(TxnError::Unreachable("no connection".into())));
         };
         if let Err(e) = stream.write_all(&framed).await {
+            // A frame cut short is not a request online-txn can act on.
             *guard = None;
-            return Err(TxnError::Unreachable(e.to_string()));
+            return Err(NotSent(TxnError::Unreachable(e.to_string())));
         }
         let want_mti = response_mti(&request.mti);
         let (stan, tid) = (text(request, 11), text(request, 41));
@@ -437,26 +463,35 @@ impl TxnClient {
         if result.is_err() {
             *guard = None;
         }
-        result
+        result.map_err(Exchanged::Sent)
     }
 
     /// Sends `msg` MAC'd by the EPP; returns the answer with its MAC checked (when it has one).
-    async fn mac_exchange(&self, t: &Terminal, msg: &mut Message) -> Result<Message, TxnError> {
-        let payload = self.seal(t, msg).await?;
+    ///
+    /// A failure says whether the request left the terminal: every error before the frame
+    /// is written is [`Exchanged::NotSent`]; every error after it (no answer, a bad answer,
+    /// the PIN pad failing while checking the answer's MAC) is [`Exchanged::Sent`], since the
+    /// host may have approved it.
+    async fn mac_exchange(&self, t: &Terminal, msg: &mut Message) -> Result<Message, Exchanged> {
+        let payload = self.seal(t, msg).await.map_err(Exchanged::NotSent)?;
         let (answer, raw) = self.exchange(msg, &payload).await?;
         let field = if answer.has(128) { 128 } else { 64 };
         if let Some(mac) = answer.get(field).and_then(FieldValue::as_bytes) {
             let end = raw.len().saturating_sub(MAC_LEN);
             let data = raw.get(MTI_OFFSET..end).unwrap_or(&[]).to_vec();
-            let expected = self.generate_mac(t, data).await?;
+            let expected = self.generate_mac(t, data).await.map_err(Exchanged::Sent)?;
             if !raw.ends_with(mac) || expected.get(..MAC_LEN) != Some(mac) {
                 // online-txn MACs its answers under its current TAK: ours is not that one
                 // (another sign-on happened, or online-txn lost its keys).
                 self.keys_lost(t, "the answer's MAC is wrong");
-                return Err(TxnError::BadAnswer("the answer's MAC is wrong".into()));
+                return Err(Exchanged::Sent(TxnError::BadAnswer(
+                    "the answer's MAC is wrong".into(),
+                )));
             }
         } else if text(&answer, 39) == Some("00") {
-            return Err(TxnError::BadAnswer("an approval without a MAC".into()));
+            return Err(Exchanged::Sent(TxnError::BadAnswer(
+                "an approval without a MAC".into(),
+            )));
         }
         Ok(answer)
     }
@@ -568,7 +603,10 @@ impl TxnClient {
             .spec
             .encode(&req)
             .map_err(|e| TxnError::Invalid(format!("encode: {e}")))?;
-        let (answer, _) = self.exchange(&req, &payload).await?;
+        let (answer, _) = self
+            .exchange(&req, &payload)
+            .await
+            .map_err(Exchanged::into_error)?;
         let code = text(&answer, 39).unwrap_or("").to_owned();
         t.gate()
             .journal()
@@ -701,31 +739,31 @@ impl TxnClient {
         };
         match self.mac_exchange(t, &mut req).await {
             Ok(a) => Ok((req, reference, a)),
-            Err(e) => {
+            Err(failed) => {
+                let sent = failed.was_sent();
+                let e = failed.into_error();
                 if let Some(reference) = &reference {
                     let table = t.gate().table();
-                    match &e {
+                    if !sent {
                         // Nothing left this terminal (no connection, no MAC): nothing to undo.
-                        TxnError::Unreachable(_) | TxnError::Device(_) | TxnError::Invalid(_) => {
-                            let note = format!("not sent: {e}");
-                            let _ = table
-                                .update(reference, |a| {
-                                    a.state = AuthState::Declined;
-                                    a.outcome = Some(note);
-                                })
+                        let note = format!("not sent: {e}");
+                        let _ = table
+                            .update(reference, |a| {
+                                a.state = AuthState::Declined;
+                                a.outcome = Some(note);
+                            })
+                            .await;
+                    } else {
+                        // The frame was written: the host may have approved it.
+                        let why = e.to_string();
+                        if table.queue_reversal(reference, &why, 0).await.is_ok() {
+                            t.gate()
+                                .journal()
+                                .note(format!(
+                                    "TXN REVERSAL QUEUED ref={reference} stan={stan} because {why}"
+                                ))
                                 .await;
-                        }
-                        _ => {
-                            let why = e.to_string();
-                            if table.queue_reversal(reference, &why, 0).await.is_ok() {
-                                t.gate()
-                                    .journal()
-                                    .note(format!(
-                                        "TXN REVERSAL QUEUED ref={reference} stan={stan} because {why}"
-                                    ))
-                                    .await;
-                                self.wake_reversals();
-                            }
+                            self.wake_reversals();
                         }
                     }
                 }
@@ -1080,7 +1118,10 @@ impl TxnClient {
             r.attempts > 1,
             reason_code,
         );
-        let result = self.mac_exchange(t, &mut msg).await;
+        let result = self
+            .mac_exchange(t, &mut msg)
+            .await
+            .map_err(Exchanged::into_error);
         let (done, outcome) = match &result {
             Ok(a) => {
                 let code = text(a, 39).unwrap_or("").to_owned();
@@ -1200,5 +1241,65 @@ mod tests {
             b,
             json!({"ledger": 10000, "available": 9000, "currency": "CNY"})
         );
+    }
+}
+
+#[cfg(test)]
+mod exchange_tests {
+    use super::*;
+
+    fn client(address: String) -> TxnClient {
+        let online = OnlineSpec {
+            address,
+            merchant_id: "M1".into(),
+            pinpad: "EPP1".into(),
+            tmk_key: "TMK".into(),
+            tpk_key: "TPK".into(),
+            tak_key: "TAK".into(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            device_timeout: Duration::from_secs(5),
+            reversal_retry: Duration::from_secs(1),
+            reversal_max_retry: Duration::from_secs(2),
+        };
+        TxnClient::new(online, "T0000001", std::env::temp_dir()).expect("client")
+    }
+
+    fn request() -> Message {
+        let mut m = Message::new("0800");
+        m.set(11, "000001");
+        m.set(41, "T0000001");
+        m
+    }
+
+    /// No connection: the request never left, so nothing may be reversed.
+    #[tokio::test]
+    async fn a_failed_connect_is_not_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let c = client(address);
+        let err = c.exchange(&request(), b"0800").await.unwrap_err();
+        assert!(!err.was_sent(), "{err:?}");
+        assert!(matches!(err.into_error(), TxnError::Unreachable(_)));
+    }
+
+    /// The frame was written and the answer never came: the host may have acted on it.
+    #[tokio::test]
+    async fn an_error_after_the_write_is_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let host = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            // Closes without answering.
+        });
+        let c = client(address);
+        let err = c.exchange(&request(), b"0800").await.unwrap_err();
+        host.await.unwrap();
+        assert!(err.was_sent(), "{err:?}");
+        assert!(matches!(err.into_error(), TxnError::BadAnswer(_)));
     }
 }
