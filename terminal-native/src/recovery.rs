@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Terminal;
 use crate::devices::DeviceManager;
-use crate::state::{AuthState, Authorization, UnitCount};
+use crate::state::{AuthState, Authorization, UnitCount, crash_point};
 
 /// How long the settler waits before looking again while work is left (dispenser away).
 const RETRY: Duration = Duration::from_secs(2);
@@ -240,12 +240,29 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
                 continue;
             }
         };
-        let got = delivered(
-            a.amount,
-            a.state == AuthState::Presented,
-            a.counters_before.as_deref(),
-            &status,
-        );
+        // What was delivered is decided (and saved) before the output is cleared: once it
+        // is cleared, the counters alone would count the retracted notes as taken.
+        let got = match a.settling_delivered {
+            Some(saved) => saved,
+            None => {
+                let got = delivered(
+                    a.amount,
+                    a.state == AuthState::Presented,
+                    a.counters_before.as_deref(),
+                    &status,
+                );
+                let saved = table
+                    .update(&a.reference, |e| e.settling_delivered = Some(got))
+                    .await;
+                if let Err(e) = saved {
+                    settle_failed(t, &a, &format!("cannot save what was delivered: {e}")).await;
+                    left = true;
+                    continue;
+                }
+                crash_point("settle_decided");
+                got
+            }
+        };
         let clear = match status.output() {
             OutputPosition::Presented => Some((
                 "Retract",
@@ -267,7 +284,10 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
         if let Some((what, c)) = clear {
             let rid = host_request_id("settle");
             match host_command(t, &device, rid, HOST_COMMAND_MS, c, None).await {
-                Ok(done) if succeeded(&done) => cleared = format!("{what} done"),
+                Ok(done) if succeeded(&done) => {
+                    crash_point("settle_cleared");
+                    cleared = format!("{what} done");
+                }
                 Ok(done) => {
                     let text = crate::rules::completion_text(&done);
                     settle_failed(t, &a, &format!("{what} failed: {text}")).await;

@@ -196,6 +196,11 @@ pub struct Authorization {
     /// The reversal, once queued.
     #[serde(default)]
     pub reversal: Option<Reversal>,
+    /// What the settler found delivered (minor units), saved before it clears the output:
+    /// once the output is cleared the counters can no longer tell, so a later pass uses
+    /// this value instead of counting again.
+    #[serde(default)]
+    pub settling_delivered: Option<u64>,
 }
 
 impl Authorization {
@@ -446,6 +451,7 @@ impl TxnTable {
             original: None,
             rrn: None,
             counters_before: None,
+            settling_delivered: None,
             reversal: None,
         })
         .await
@@ -475,6 +481,7 @@ impl TxnTable {
                 original: Some(original),
                 rrn: None,
                 counters_before: None,
+                settling_delivered: None,
                 reversal: None,
             })
             .await?;
@@ -879,6 +886,7 @@ mod tests {
             original: None,
             rrn: None,
             counters_before: None,
+            settling_delivered: None,
             reversal: None,
         };
         let mut v: Vec<_> = (0..KEEP_FINAL + 10)

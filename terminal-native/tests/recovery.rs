@@ -249,6 +249,18 @@ async fn a_crash_at_each_step_of_a_withdrawal_is_settled_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_the_notes_wait_in_the_shutter() {
+    notes_in_the_shutter(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_the_settler_retracts_still_reverses() {
+    // The settler saves what was delivered before it retracts: after a crash between the
+    // retract and the reversal, the empty shutter and the risen counters must not read as
+    // "the customer took it all".
+    notes_in_the_shutter(true).await;
+}
+
+async fn notes_in_the_shutter(crash_after_retract: bool) {
     let r = rig().await;
     let (mut native, mut page) = r.start(None).await;
     insert_card(&mut page, &r.idc, "read-1").await;
@@ -278,10 +290,20 @@ async fn kill_9_while_the_notes_wait_in_the_shutter() {
     native.kill9();
     drop(page);
 
+    if crash_after_retract {
+        let mut crashed = Native::start_env(
+            r.dir.path(),
+            &r.config,
+            &[("OPENTELLER_TEST_CRASH_AT", "settle_cleared")],
+        );
+        assert!(crashed.wait_killed(), "killed right after the retract");
+        drop(crashed);
+    }
     let (native2, _page) = r.start(None).await;
     let entry = settled(&native2).await;
     assert_eq!(entry["reference"], reference.as_str());
     assert_eq!(entry["state"], "reversed", "{entry}");
+    assert_eq!(entry["settling_delivered"], 0, "{entry}");
     wait_balance(&r.host.control, START_BALANCE).await;
     assert_eq!(
         notes(&cdm_status(&r.cdm).await),
