@@ -32,7 +32,7 @@ use openteller_proto::device::v1::{
 use crate::alarms::{Alarm, AlarmSink, Severity};
 use crate::config::DeviceSpec;
 use crate::journal::{EJournal, mask_track};
-use crate::state::{AuthState, TxnTable, UnitCount};
+use crate::state::{TxnTable, UnitCount};
 
 /// Why the gate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -456,13 +456,7 @@ impl Gate {
         ) {
             return Ok(());
         }
-        let unsettled = self
-            .table
-            .all()
-            .await
-            .into_iter()
-            .find(|a| matches!(a.state, AuthState::Dispensed | AuthState::Presented));
-        match unsettled {
+        match self.table.unsettled_withdrawal().await {
             Some(a) => Err(RuleError::Sequence(format!(
                 "{command_name} is the host's while withdrawal {} is not settled",
                 a.reference

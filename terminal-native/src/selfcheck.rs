@@ -84,6 +84,19 @@ pub async fn check(t: &Arc<Terminal>) -> String {
         let Some(c) = reset_command(spec.class) else {
             continue;
         };
+        // The same rule as for pages: the settler alone clears the output of a withdrawal
+        // not yet settled (a reset would make retracted notes look taken).
+        if spec.class == DeviceClass::CashDispenser
+            && let Some(a) = t.gate().table().unsettled_withdrawal().await
+        {
+            actions.push(format!(
+                "{}: {} (not reset: withdrawal {} is not settled)",
+                view.name,
+                state.as_str_name(),
+                a.reference
+            ));
+            continue;
+        }
         let rid = crate::recovery::host_request_id("selfcheck");
         let outcome = match host_command(t, &view.name, rid, 30_000, c, None).await {
             Ok(done) if succeeded(&done) => "reset".to_owned(),

@@ -578,6 +578,18 @@ impl TxnTable {
         self.inner.lock().await.clone()
     }
 
+    /// The first withdrawal whose notes may still be stacked or presented (dispensed or
+    /// presented, not yet settled): while there is one, only the settler may clear the
+    /// dispenser's output (`Retract`, `Reject`, `Reset`).
+    pub async fn unsettled_withdrawal(&self) -> Option<Authorization> {
+        self.inner
+            .lock()
+            .await
+            .iter()
+            .find(|a| matches!(a.state, AuthState::Dispensed | AuthState::Presented))
+            .cloned()
+    }
+
     /// Checks a dispense of `amount currency` against `reference` and, if allowed, marks it
     /// dispensed (or presented, with `present`) with the dispenser's counters and saves that
     /// before returning; crash point `dispensing`.
@@ -754,6 +766,20 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unsettled_withdrawal_is_one_dispensed_or_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TxnTable::load(dir.path(), "T1").unwrap();
+        t.approve("R1", 10000, "CNY").await.unwrap();
+        assert!(t.unsettled_withdrawal().await.is_none(), "approved only");
+        t.claim_dispense("R1", 10000, "CNY", true).await.unwrap();
+        assert_eq!(t.unsettled_withdrawal().await.unwrap().reference, "R1");
+        t.update("R1", |a| a.state = AuthState::Completed)
+            .await
+            .unwrap();
+        assert!(t.unsettled_withdrawal().await.is_none(), "settled");
+    }
 
     #[tokio::test]
     async fn dispenses_once_and_survives_reload() {
