@@ -615,12 +615,25 @@ async fn execute(
 
     let gate = terminal.gate();
     // The dispenser's counters before a dispense go into the log with the claim: after a
-    // crash they tell what was presented (none when the status cannot be read).
+    // crash they tell what was presented. Without them nobody could tell later, so no
+    // dispense goes ahead when they cannot be read.
     let counters = if name == "CashDispenser.Dispense" {
-        crate::recovery::dispenser_status(terminal, &spec.name)
-            .await
-            .ok()
-            .map(|s| crate::recovery::unit_counts(&s))
+        match crate::recovery::dispenser_status(terminal, &spec.name).await {
+            Ok(s) => Some(crate::recovery::unit_counts(&s)),
+            Err(e) => {
+                let message = format!(
+                    "{name} refused: the counters of {} cannot be read before it ({e})",
+                    spec.name
+                );
+                gate.journal()
+                    .note(format!(
+                        "DISPENSE REFUSED ref={:?} {message}",
+                        p.authorization.as_deref().unwrap_or("-")
+                    ))
+                    .await;
+                return Err(BridgeError::new("DEVICE_UNAVAILABLE", message));
+            }
+        }
     } else {
         None
     };

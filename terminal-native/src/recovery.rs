@@ -153,17 +153,22 @@ pub fn unit_counts(s: &CashDispenserStatus) -> Vec<UnitCount> {
 /// the dispenser's status before the output is cleared:
 ///
 /// - notes presented for it: the rise of the cassettes' presented counters since
-///   `before` (without `before`: the whole amount if the notes were presented — `presented` —
-///   and nothing else);
+///   `before`;
 /// - minus the notes still in the open shutter (they are retracted).
 ///
 /// Stacked or jammed notes never reached the customer.
+///
+/// Without `before` (an entry from before the counters were required) only the output can
+/// tell: nothing if the notes were never to be presented (`presented` false) or are still
+/// stacked, the amount less what is in the open shutter if they are presented, and `None`
+/// (nobody can tell: an operator must count) otherwise — an empty output is no proof that
+/// the customer took anything.
 pub fn delivered(
     amount: u64,
     presented: bool,
     before: Option<&[UnitCount]>,
     now: &CashDispenserStatus,
-) -> u64 {
+) -> Option<u64> {
     let denomination = |number: u32| {
         now.units
             .iter()
@@ -183,8 +188,12 @@ pub fn delivered(
                 u64::from(u.presented_count.saturating_sub(was)) * u.denomination
             })
             .sum(),
-        None if presented => amount,
-        None => 0,
+        None if !presented => 0,
+        None => match now.output() {
+            OutputPosition::Presented => amount,
+            OutputPosition::Stacked => 0,
+            _ => return None,
+        },
     };
     let in_shutter: u64 = if now.output() == OutputPosition::Presented {
         now.at_output
@@ -194,7 +203,7 @@ pub fn delivered(
     } else {
         0
     };
-    presented_value.saturating_sub(in_shutter).min(amount)
+    Some(presented_value.saturating_sub(in_shutter).min(amount))
 }
 
 /// Entries the settler must look at.
@@ -245,12 +254,15 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
         let got = match a.settling_delivered {
             Some(saved) => saved,
             None => {
-                let got = delivered(
+                let Some(got) = delivered(
                     a.amount,
                     a.state == AuthState::Presented,
                     a.counters_before.as_deref(),
                     &status,
-                );
+                ) else {
+                    unresolved(t, &a, "no counters from before the dispense and nothing at the output: what the customer got is unknown").await;
+                    continue;
+                };
                 let saved = table
                     .update(&a.reference, |e| e.settling_delivered = Some(got))
                     .await;
@@ -337,6 +349,38 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
         }
     }
     left
+}
+
+/// Hands a withdrawal the settler cannot decide to an operator: `unresolved`, output left
+/// as found, journaled and alarmed.
+async fn unresolved(t: &Terminal, a: &Authorization, what: &str) {
+    let note = format!("needs reconciliation: {what}");
+    let saved = t
+        .gate()
+        .table()
+        .update(&a.reference, |e| {
+            if matches!(e.state, AuthState::Dispensed | AuthState::Presented) {
+                e.state = AuthState::Unresolved;
+                e.outcome = Some(note.clone());
+            }
+        })
+        .await;
+    let saved = match saved {
+        Ok(_) => String::new(),
+        Err(e) => format!(" (NOT SAVED: {e})"),
+    };
+    t.gate()
+        .journal()
+        .note(format!(
+            "TXN SETTLE ref={} UNRESOLVED: {what}{saved}",
+            a.reference
+        ))
+        .await;
+    t.gate().alarm(
+        "settle_unresolved",
+        "txn",
+        format!("withdrawal {} needs an operator: {what}", a.reference),
+    );
 }
 
 async fn settle_failed(t: &Terminal, a: &Authorization, what: &str) {
@@ -506,23 +550,30 @@ mod tests {
         }];
         // Presented, nothing taken: all in the shutter.
         let s = status(8, OutputPosition::Presented, 3);
-        assert_eq!(delivered(30000, true, Some(&before), &s), 0);
+        assert_eq!(delivered(30000, true, Some(&before), &s), Some(0));
         // Presented, one note of three taken.
         let s = status(8, OutputPosition::Presented, 2);
-        assert_eq!(delivered(30000, true, Some(&before), &s), 10000);
+        assert_eq!(delivered(30000, true, Some(&before), &s), Some(10000));
         // Everything taken.
         let s = status(8, OutputPosition::Empty, 0);
-        assert_eq!(delivered(30000, true, Some(&before), &s), 30000);
+        assert_eq!(delivered(30000, true, Some(&before), &s), Some(30000));
         // Never presented (stacked, or the dispense never ran).
         let s = status(5, OutputPosition::Stacked, 3);
-        assert_eq!(delivered(30000, false, Some(&before), &s), 0);
+        assert_eq!(delivered(30000, false, Some(&before), &s), Some(0));
         let s = status(5, OutputPosition::Empty, 0);
-        assert_eq!(delivered(30000, true, Some(&before), &s), 0);
-        // Without counters: the state decides.
+        assert_eq!(delivered(30000, true, Some(&before), &s), Some(0));
+        // Without counters: only the output can tell; an empty output proves nothing.
         let s = status(8, OutputPosition::Empty, 0);
-        assert_eq!(delivered(30000, true, None, &s), 30000);
-        assert_eq!(delivered(30000, false, None, &s), 0);
+        assert_eq!(delivered(30000, true, None, &s), None);
+        assert_eq!(delivered(30000, false, None, &s), Some(0));
         let s = status(8, OutputPosition::Presented, 3);
-        assert_eq!(delivered(30000, true, None, &s), 0);
+        assert_eq!(delivered(30000, true, None, &s), Some(0));
+        let s = status(8, OutputPosition::Presented, 1);
+        assert_eq!(delivered(30000, true, None, &s), Some(20000));
+        // Presented in the log, but the present failed: still stacked.
+        let s = status(5, OutputPosition::Stacked, 3);
+        assert_eq!(delivered(30000, true, None, &s), Some(0));
+        let s = status(5, OutputPosition::Jammed, 0);
+        assert_eq!(delivered(30000, true, None, &s), None);
     }
 }
