@@ -247,3 +247,30 @@ impl Config {
         LengthPrefix::parse(&self.host.framing).unwrap_or(LengthPrefix::Binary2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_backends(names: &[&str]) -> Result<(), ConfigError> {
+        let mut text = String::from(
+            "[journal]\nurl = \"sqlite::memory:\"\n[keys]\nfile = \"keys.json\"\n[terminals]\nlisten = \"127.0.0.1:0\"\n[host]\naddress = \"127.0.0.1:9\"\n",
+        );
+        for n in names {
+            text.push_str(&format!(
+                "[[backends]]\nname = \"{n}\"\nkind = \"tcp_8583\"\naddress = \"127.0.0.1:9\"\n"
+            ));
+        }
+        let config: Config = toml::from_str(&text).expect("parses");
+        config.validate()
+    }
+
+    #[test]
+    fn back_ends_need_repair_groups_of_their_own() {
+        with_backends(&["core-a", "core-b"]).expect("distinct groups");
+        for clash in [&["core-a", "core.a"][..], &["HOST"], &["Host"]] {
+            let e = with_backends(clash).unwrap_err().to_string();
+            assert!(e.contains("repair system group"), "{clash:?}: {e}");
+        }
+    }
+}

@@ -621,6 +621,36 @@ impl Engine {
         (self.reply(request, code), true)
     }
 
+    /// The answer to a reversal request when `original` already has a reversal queued (see
+    /// [`Engine::queue_requested_reversal`]), `None` when it has none.
+    async fn repeated_reversal(
+        &self,
+        original: &TxnRecord,
+        replacement: Option<i64>,
+        reason: &str,
+    ) -> Option<&'static str> {
+        match self.journal.reversal_amounts(original.id).await {
+            Ok(Some(queued)) => {
+                let same = queued.replacement_minor == replacement;
+                let engine_full = queued.replacement_minor.is_none() && queued.reason != reason;
+                Some(if same || engine_full {
+                    rc::APPROVED
+                } else {
+                    tracing::warn!(
+                        journal_id = original.id,
+                        "reversal repeated with other replacement amounts"
+                    );
+                    rc::DUPLICATE
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "journal unavailable; reversal not accepted");
+                Some(rc::SYSTEM)
+            }
+        }
+    }
+
     /// Queues the reversal a terminal or channel asked for (`replacement`: its F95 amount,
     /// `None` for a full reversal) and returns the code to answer:
     ///
@@ -639,25 +669,8 @@ impl Engine {
         replacement: Option<i64>,
         reason: &str,
     ) -> &'static str {
-        match self.journal.reversal_amounts(original.id).await {
-            Ok(Some(queued)) => {
-                let same = queued.replacement_minor == replacement;
-                let engine_full = queued.replacement_minor.is_none() && queued.reason != reason;
-                return if same || engine_full {
-                    rc::APPROVED
-                } else {
-                    tracing::warn!(
-                        journal_id = original.id,
-                        "reversal repeated with other replacement amounts"
-                    );
-                    rc::DUPLICATE
-                };
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "journal unavailable; reversal not accepted");
-                return rc::SYSTEM;
-            }
+        if let Some(code) = self.repeated_reversal(original, replacement, reason).await {
+            return code;
         }
         let partial = match original.state {
             TxnState::Approved => replacement,
@@ -685,7 +698,13 @@ impl Engine {
             }
         };
         match queued {
-            Ok(_) => {
+            // Another request for the same original queued its reversal between the check
+            // above and this one: answer as for any repeat.
+            Ok(false) => self
+                .repeated_reversal(original, replacement, reason)
+                .await
+                .unwrap_or(rc::SYSTEM),
+            Ok(true) => {
                 if let Some(r) = partial {
                     tracing::info!(
                         journal_id = original.id,

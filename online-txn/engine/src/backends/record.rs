@@ -154,6 +154,21 @@ impl TcpRecordLink {
         }
     }
 
+    /// An idle connection that is still usable: not closed by the host and with nothing
+    /// unread on it (a late answer would put the link out of step). Others are dropped.
+    fn pooled(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(s) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match s.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(s),
+                // Ok(0): closed by the host; Ok(_): unread bytes; Err: broken.
+                _ => continue,
+            }
+        }
+        None
+    }
+
     /// Sends one encoded request and returns the answer's body.
     pub async fn exchange(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, HostError> {
         let framed = self
@@ -165,29 +180,31 @@ impl TcpRecordLink {
             .await
             .map_err(|_| HostError::NotSent("no free connection in time".into()))?
             .map_err(|_| HostError::NotSent("shutting down".into()))?;
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => {
-                let s = tokio::time::timeout_at(deadline, TcpStream::connect(&self.address))
-                    .await
-                    .map_err(|_| HostError::NotSent("connect timed out".into()))?
-                    .map_err(|e| HostError::NotSent(format!("cannot connect: {e}")))?;
-                let _ = s.set_nodelay(true);
-                s
-            }
-        };
-        // A pooled connection the host closed fails at write: nothing was taken, so try once
-        // on a fresh one.
-        if stream.write_all(&framed).await.is_err() {
-            stream = TcpStream::connect(&self.address)
+        let connect = || async {
+            let s = tokio::time::timeout_at(deadline, TcpStream::connect(&self.address))
                 .await
+                .map_err(|_| HostError::NotSent("connect timed out".into()))?
                 .map_err(|e| HostError::NotSent(format!("cannot connect: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            stream
-                .write_all(&framed)
-                .await
-                .map_err(|e| HostError::NotSent(format!("cannot send: {e}")))?;
+            let _ = s.set_nodelay(true);
+            Ok::<_, HostError>(s)
+        };
+        let mut stream = match self.pooled() {
+            Some(s) => s,
+            None => connect().await?,
+        };
+        // A pooled connection the host closed can still fail at write: nothing was taken, so
+        // try once on a fresh one. A write that does not finish by the deadline may have sent
+        // part of the request: lost, not "not sent".
+        match tokio::time::timeout_at(deadline, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                stream = connect().await?;
+                tokio::time::timeout_at(deadline, stream.write_all(&framed))
+                    .await
+                    .map_err(|_| HostError::Lost)?
+                    .map_err(|e| HostError::NotSent(format!("cannot send: {e}")))?;
+            }
+            Err(_) => return Err(HostError::Lost),
         }
         let mut buf = BytesMut::with_capacity(1024);
         let answer = tokio::time::timeout_at(deadline, async {
@@ -376,5 +393,42 @@ mod tests {
         ] {
             assert!(codec.decode(&request, bad, &spec).is_err());
         }
+    }
+
+    /// A host that answers one request per connection and then closes it (and a connection
+    /// it left with an unread late answer): the next exchange must not reuse such a pooled
+    /// connection, where its write would succeed and its read find nothing (a lost request).
+    #[tokio::test]
+    async fn stale_pooled_connections_are_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            for n in 1u8.. {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut len = [0u8; 2];
+                    s.read_exact(&mut len).await.unwrap();
+                    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    s.read_exact(&mut body).await.unwrap();
+                    body.push(b'!');
+                    let answer = [&(body.len() as u16).to_be_bytes()[..], &body].concat();
+                    s.write_all(&answer).await.unwrap();
+                    if n == 2 {
+                        // Second connection: a late extra answer stays unread on it.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        s.write_all(&answer).await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    // Other connections: closed by dropping `s`.
+                });
+            }
+        });
+        let link = TcpRecordLink::new(address, LengthPrefix::Binary2, 4096, 1);
+        let t = Duration::from_secs(5);
+        assert_eq!(link.exchange(b"one", t).await.unwrap(), b"one!");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(link.exchange(b"two", t).await.unwrap(), b"two!");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(link.exchange(b"three", t).await.unwrap(), b"three!");
     }
 }

@@ -378,6 +378,19 @@ pub fn validate(config: &Config) -> Result<(), String> {
         }
         backend_names.push(&b.name);
     }
+    // Each back end is its own repair system group (seed 002): two names that map to one group
+    // would hide one back end's in-doubt rows from the automatic plans.
+    let mut groups = vec![crate::repair::HOST_GROUP.to_owned()];
+    for b in &config.backends {
+        let group = crate::repair::group_of(&b.name);
+        if groups.contains(&group) {
+            return Err(format!(
+                "backends {:?}: its repair system group {group} is taken (by [host] or another back end); choose a name that differs in more than case, '-', '.' or after 32 characters",
+                b.name
+            ));
+        }
+        groups.push(group);
+    }
     let mut names: Vec<&str> = Vec::new();
     let mut listens = vec![config.terminals.listen];
     let mut prefixes: Vec<(&str, &str)> = Vec::new();
@@ -1009,12 +1022,8 @@ impl Hub {
             .map(<[u8]>::to_vec)
         else {
             return if ch.pinless(pcode) {
-                // Said so to the back end: F22's third digit 2 = no PIN entry capability
-                // (ISO 8583:1987 and CUP); the PAN entry mode is kept, "01" (manual) if none.
-                let entry = text(request, 22)
-                    .filter(|m| m.len() == 3)
-                    .map_or_else(|| "01".to_owned(), |m| m[..2].to_owned());
-                request.set(22, format!("{entry}2"));
+                let mode = pinless_entry_mode(text(request, 22));
+                request.set(22, mode);
                 Ok(())
             } else {
                 Err((PIN_REQUIRED, "no PIN block (not a pinless code)"))
@@ -1292,9 +1301,28 @@ pub async fn start_all(
     Ok(Started { channels: bound })
 }
 
+/// F22 for a request sent without a PIN: the third digit 2 says "no PIN entry capability" to
+/// the back end (ISO 8583:1987 and CUP). The PAN entry mode (first two digits) is kept when F22
+/// is three digits, else "01" (manual). Channel input is not trusted to be digits.
+fn pinless_entry_mode(f22: Option<&str>) -> String {
+    let entry = f22
+        .filter(|m| m.len() == 3 && m.bytes().all(|c| c.is_ascii_digit()))
+        .map_or("01", |m| &m[..2]);
+    format!("{entry}2")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinless_entry_mode_keeps_a_digit_entry_mode_only() {
+        assert_eq!(pinless_entry_mode(Some("051")), "052");
+        assert_eq!(pinless_entry_mode(None), "012");
+        // Not digits (here 3 bytes with a multi-byte character): never sliced, replaced.
+        assert_eq!(pinless_entry_mode(Some("1é")), "012");
+        assert_eq!(pinless_entry_mode(Some("05")), "012");
+    }
 
     #[test]
     fn cidr_blocks() {
