@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Terminal;
 use crate::devices::DeviceManager;
-use crate::state::{AuthState, Authorization, UnitCount, crash_point};
+use crate::state::{AuthState, Authorization, StateError, UnitCount, crash_point};
 
 /// How long the settler waits before looking again while work is left (dispenser away).
 const RETRY: Duration = Duration::from_secs(2);
@@ -206,6 +206,9 @@ pub fn delivered(
     Some(presented_value.saturating_sub(in_shutter).min(amount))
 }
 
+/// The states of a withdrawal the settler reverses from.
+const UNSETTLED: &[AuthState] = &[AuthState::Dispensed, AuthState::Presented];
+
 /// Entries the settler must look at.
 fn needs_settling(a: &Authorization) -> bool {
     match (a.state, a.outcome.as_deref()) {
@@ -235,7 +238,7 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
     let Some(device) = device_of(t, DeviceClass::CashDispenser) else {
         // No dispenser configured: nothing can have been dispensed here.
         for a in todo {
-            queue(t, &a, "no dispenser configured", 0).await;
+            queue(t, &a, "no dispenser configured", 0, UNSETTLED).await;
         }
         return false;
     };
@@ -345,7 +348,7 @@ pub async fn settle_pass(t: &Arc<Terminal>) -> bool {
                     }
                 ))
                 .await;
-            queue(t, &a, &why, got).await;
+            queue(t, &a, &why, got, UNSETTLED).await;
         }
     }
     left
@@ -395,11 +398,19 @@ async fn settle_failed(t: &Terminal, a: &Authorization, what: &str) {
     );
 }
 
-async fn queue(t: &Terminal, a: &Authorization, why: &str, delivered: u64) {
+/// Queues the reversal of `a` if it is still in one of the states `from`; answers whether
+/// it was queued.
+async fn queue(
+    t: &Terminal,
+    a: &Authorization,
+    why: &str,
+    delivered: u64,
+    from: &[AuthState],
+) -> bool {
     match t
         .gate()
         .table()
-        .queue_reversal(&a.reference, why, delivered)
+        .queue_reversal(&a.reference, why, delivered, from)
         .await
     {
         Ok(q) => {
@@ -411,8 +422,16 @@ async fn queue(t: &Terminal, a: &Authorization, why: &str, delivered: u64) {
             if let Some(c) = t.txn() {
                 c.wake_reversals();
             }
+            true
         }
-        Err(e) => tracing::error!(error = %e, "cannot queue the reversal"),
+        Err(e @ StateError::Moved { .. }) => {
+            tracing::info!(error = %e, "reversal not queued");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot queue the reversal");
+            false
+        }
     }
 }
 
@@ -437,24 +456,38 @@ pub async fn abandon_stale(t: &Terminal) -> usize {
         match (a.state, a.outcome.as_deref()) {
             (AuthState::Approved, _) => {
                 let why = format!("abandoned: approved, not dispensed within {secs} s");
-                t.gate()
-                    .journal()
-                    .note(format!("TXN ABANDONED ref={} {why}", a.reference))
-                    .await;
-                queue(t, &a, &why, 0).await;
-                n += 1;
+                // Only if no page claimed the dispense meanwhile.
+                if queue(t, &a, &why, 0, &[AuthState::Approved]).await {
+                    t.gate()
+                        .journal()
+                        .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                        .await;
+                    n += 1;
+                }
             }
             (AuthState::Dispensed, Some("SUCCESS")) => {
                 let why = format!("abandoned: stacked, not presented within {secs} s");
-                t.gate()
-                    .journal()
-                    .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                let handed = table
+                    .try_update(&a.reference, |e| {
+                        // Only if the notes are still stacked and nobody presented them
+                        // meanwhile.
+                        if e.state != AuthState::Dispensed
+                            || e.outcome.as_deref() != Some("SUCCESS")
+                        {
+                            return Err(StateError::Moved {
+                                reference: e.reference.clone(),
+                                state: e.state,
+                            });
+                        }
+                        e.outcome = Some(why.clone());
+                        Ok(())
+                    })
                     .await;
-                if table
-                    .update(&a.reference, |e| e.outcome = Some(why.clone()))
-                    .await
-                    .is_ok()
-                {
+                if handed.is_ok() {
+                    t.gate()
+                        .journal()
+                        .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                        .await;
                     t.gate().settle_signal().notify_one();
                     n += 1;
                 }

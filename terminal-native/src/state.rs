@@ -245,6 +245,15 @@ pub enum StateError {
     /// No entry of that reference.
     #[error("no transaction {0} in the log")]
     Unknown(String),
+    /// The entry is no longer in the state the change expected (something else moved it
+    /// meanwhile); nothing was changed.
+    #[error("transaction {reference} is {state:?} now: left as it is")]
+    Moved {
+        /// The entry.
+        reference: String,
+        /// Where it stands.
+        state: AuthState,
+    },
 }
 
 /// Why a dispense or present was refused by the table.
@@ -494,12 +503,29 @@ impl TxnTable {
     where
         F: FnOnce(&mut Authorization),
     {
+        self.try_update(reference, |a| {
+            change(a);
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`TxnTable::update`] whose change may refuse (it checks the entry's state under the
+    /// table's lock): an error leaves the entry and the file as they were.
+    pub async fn try_update<F>(
+        &self,
+        reference: &str,
+        change: F,
+    ) -> Result<Authorization, StateError>
+    where
+        F: FnOnce(&mut Authorization) -> Result<(), StateError>,
+    {
         let mut auths = self.inner.lock().await;
         let Some(i) = auths.iter().position(|a| a.reference == reference) else {
             return Err(StateError::Unknown(reference.to_owned()));
         };
         let mut next = auths.clone();
-        change(&mut next[i]);
+        change(&mut next[i])?;
         let updated = next[i].clone();
         prune(&mut next);
         self.save(&next).await?;
@@ -532,21 +558,30 @@ impl TxnTable {
         Ok(a)
     }
 
-    /// Queues a reversal of `reference` (the customer got `delivered` minor units); crash
-    /// point `reversal_queued`.
+    /// Queues a reversal of `reference` (the customer got `delivered` minor units) if it is
+    /// still in one of the states `from` (checked under the table's lock, so a dispense
+    /// claimed meanwhile is not reversed under the customer's hands:
+    /// [`StateError::Moved`]); crash point `reversal_queued`.
     pub async fn queue_reversal(
         &self,
         reference: &str,
         reason: &str,
         delivered: u64,
+        from: &[AuthState],
     ) -> Result<Authorization, StateError> {
         let now = now_ms();
         let a = self
-            .update(reference, |a| {
+            .try_update(reference, |a| {
+                if !from.contains(&a.state) {
+                    return Err(StateError::Moved {
+                        reference: a.reference.clone(),
+                        state: a.state,
+                    });
+                }
                 if a.original.is_none() {
                     a.state = AuthState::Unresolved;
                     a.outcome = Some(format!("needs reconciliation: {reason}"));
-                    return;
+                    return Ok(());
                 }
                 a.state = AuthState::ReversalPending;
                 a.reversal = Some(Reversal {
@@ -557,6 +592,7 @@ impl TxnTable {
                     queued_at_ms: now,
                     last_result: None,
                 });
+                Ok(())
             })
             .await?;
         crash_point("reversal_queued");
@@ -726,15 +762,24 @@ impl TxnTable {
     }
 }
 
-/// Drops the oldest final entries beyond [`KEEP_FINAL`].
+/// Whether an entry is done with for good and may be pruned: completed, declined or
+/// reversed. An `unresolved` one waits for an operator and is never dropped.
+fn prunable(a: &Authorization) -> bool {
+    matches!(
+        a.state,
+        AuthState::Completed | AuthState::Declined | AuthState::Reversed
+    )
+}
+
+/// Drops the oldest prunable entries beyond [`KEEP_FINAL`].
 fn prune(auths: &mut Vec<Authorization>) {
-    let finals = auths.iter().filter(|a| a.state.is_final()).count();
+    let finals = auths.iter().filter(|a| prunable(a)).count();
     let mut drop_n = finals.saturating_sub(KEEP_FINAL);
     if drop_n == 0 {
         return;
     }
     auths.retain(|a| {
-        if drop_n > 0 && a.state.is_final() {
+        if drop_n > 0 && prunable(a) {
             drop_n -= 1;
             false
         } else {
@@ -766,6 +811,27 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pruning_keeps_what_waits_for_an_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TxnTable::load(dir.path(), "T1").unwrap();
+        t.approve("U1", 100, "CNY").await.unwrap();
+        t.update("U1", |a| a.state = AuthState::Unresolved)
+            .await
+            .unwrap();
+        for i in 0..KEEP_FINAL + 2 {
+            let r = format!("C{i}");
+            t.approve(&r, 100, "CNY").await.unwrap();
+            t.update(&r, |a| a.state = AuthState::Completed)
+                .await
+                .unwrap();
+        }
+        let all = t.all().await;
+        assert_eq!(all.len(), KEEP_FINAL + 1, "the oldest completed ones went");
+        assert!(t.get("U1").await.is_some(), "the unresolved one stays");
+        assert!(t.get("C0").await.is_none() && t.get("C1").await.is_none());
+    }
 
     #[tokio::test]
     async fn an_unsettled_withdrawal_is_one_dispensed_or_presented() {
@@ -854,7 +920,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(a.state, AuthState::Approved);
-        let q = t.queue_reversal("T1-000007-1122", "test", 0).await.unwrap();
+        // Queued only from the state the caller saw: not once a dispense was claimed.
+        assert!(matches!(
+            t.queue_reversal("T1-000007-1122", "test", 0, &[AuthState::Requested])
+                .await,
+            Err(StateError::Moved {
+                state: AuthState::Approved,
+                ..
+            })
+        ));
+        assert_eq!(
+            t.get("T1-000007-1122").await.unwrap().state,
+            AuthState::Approved
+        );
+        let q = t
+            .queue_reversal("T1-000007-1122", "test", 0, &[AuthState::Approved])
+            .await
+            .unwrap();
         assert_eq!(q.state, AuthState::ReversalPending);
         assert!(matches!(
             t.claim_dispense("T1-000007-1122", 500, "CNY", false).await,
@@ -890,7 +972,10 @@ mod tests {
         // A hand-written authorisation cannot be reversed automatically.
         t.approve("R1", 100, "CNY").await.unwrap();
         assert_eq!(
-            t.queue_reversal("R1", "test", 0).await.unwrap().state,
+            t.queue_reversal("R1", "test", 0, &[AuthState::Approved])
+                .await
+                .unwrap()
+                .state,
             AuthState::Unresolved
         );
         let again = TxnTable::load(dir.path(), "T1").unwrap();

@@ -756,7 +756,10 @@ impl TxnClient {
                     } else {
                         // The frame was written: the host may have approved it.
                         let why = e.to_string();
-                        if table.queue_reversal(reference, &why, 0).await.is_ok() {
+                        let queued = table
+                            .queue_reversal(reference, &why, 0, &[AuthState::Requested])
+                            .await;
+                        if queued.is_ok() {
                             t.gate()
                                 .journal()
                                 .note(format!(
@@ -822,7 +825,10 @@ impl TxnClient {
             tracing::error!(error = %e, "cannot record the answer");
             if out.approved {
                 let why = format!("the approval cannot be recorded: {e}");
-                if table.queue_reversal(reference, &why, 0).await.is_ok() {
+                let queued = table
+                    .queue_reversal(reference, &why, 0, &[AuthState::Requested])
+                    .await;
+                if queued.is_ok() {
                     self.wake_reversals();
                 }
             }
