@@ -286,6 +286,13 @@ impl Journal {
                 "the row or its reversal changed meanwhile".into(),
             ));
         }
+        // The worker measures the reversal TTL from the row's last change: a handed-back
+        // reversal gets a whole TTL again, not only what was left of the first.
+        sqlx::query("UPDATE txn_journal SET updated_ms = $1 WHERE id = $2")
+            .bind(crate::journal::now_ms())
+            .bind(journal_id)
+            .execute(self.pool())
+            .await?;
         Ok(FixResult::Applied(
             None,
             format!(

@@ -143,7 +143,8 @@ impl BackendReversals {
         }))
         .await;
         for (r, attempts, outcome) in results {
-            let expired = now_ms() >= r.created_ms + self.policy.ttl_s as i64 * 1_000;
+            // From the row's last change (in doubt, or handed back by a repair plan).
+            let expired = now_ms() >= r.updated_ms + self.policy.ttl_s as i64 * 1_000;
             let out_of_attempts = attempts + 1 >= i64::from(self.policy.max_attempts);
             match outcome {
                 Outcome::Done(result) => {
