@@ -390,12 +390,24 @@ impl Journal {
         ttl: Duration,
         answer: Answer,
     ) -> Result<bool, JournalError> {
+        self.queue(id, reason, ttl, None, answer).await
+    }
+
+    /// The one queueing operation behind the `queue_*reversal` methods.
+    async fn queue(
+        &self,
+        id: i64,
+        reason: &str,
+        ttl: Duration,
+        replacement: Option<i64>,
+        answer: Answer,
+    ) -> Result<bool, JournalError> {
         let expires_ms = now_ms() + ttl.as_millis() as i64;
         self.call(|reply| Op::QueueReversal {
             id,
             reason: reason.to_owned(),
             expires_ms,
-            replacement: None,
+            replacement,
             answer,
             reply,
         })
@@ -414,16 +426,8 @@ impl Journal {
         ttl: Duration,
         replacement_minor: i64,
     ) -> Result<bool, JournalError> {
-        let expires_ms = now_ms() + ttl.as_millis() as i64;
-        self.call(|reply| Op::QueueReversal {
-            id,
-            reason: reason.to_owned(),
-            expires_ms,
-            replacement: Some(replacement_minor),
-            answer: Answer::default(),
-            reply,
-        })
-        .await
+        self.queue(id, reason, ttl, Some(replacement_minor), Answer::default())
+            .await
     }
 
     /// Why and for how much the reversal of row `journal_id` was queued, if it was.
