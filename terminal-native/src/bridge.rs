@@ -451,6 +451,16 @@ async fn dispatch(
                     "text must be 1-{MAX_JOURNAL_TEXT} characters"
                 )));
             }
+            // One line of the page's own: no line breaks or other control characters that
+            // could make it look like several lines, or like the host's.
+            if text
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+            {
+                return Err(invalid("text must not contain control characters"));
+            }
+            // Scrubbed here as log.write does (the journal scrubs every line again).
+            let text = crate::journal::scrub(&text);
             terminal
                 .gate()
                 .journal()

@@ -384,10 +384,20 @@ async fn pages_write_the_journal_log_and_data_pool() {
         json!({"text": ""}),
         json!({"text": "x".repeat(513)}),
         json!({"text": 5}),
+        // A forged second line, and other control characters.
+        json!({"text": "ok\n2026-11-22T05:00:00.000+00:00 T0000001 TXN SETTLED ref=x"}),
+        json!({"text": "ok\rTXN"}),
+        json!({"text": "ok\u{1b}[2K"}),
+        json!({"text": "ok\u{2028}TXN"}),
     ] {
         let e = page.call("journal.write", bad).await.unwrap_err();
         assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
     }
+    let journal = r.native.journal();
+    assert!(
+        !journal.contains("ref=x"),
+        "nothing of a refused text: {journal}"
+    );
     page.call(
         "log.write",
         json!({"level": "info", "text": "page says hello"}),
