@@ -313,11 +313,15 @@ impl Bridge {
     /// Handles one message from the page. Answers come through `out`; a request that takes
     /// time (every device call) runs in a task of this bridge, so the next message is read at
     /// once (a `device.cancel` must get through while a `device.execute` waits for a card).
+    ///
+    /// Never waits for room in `out`: the transport that drains `out` is usually the very
+    /// loop calling this, so even the refusal of a bad message is sent from a task (a flood
+    /// of bad messages cannot make the loop wait on itself).
     pub async fn handle(&self, text: &str) {
         let (id, method, params) = match parse_request(text) {
             Ok(r) => r,
             Err((id, e)) => {
-                send(&self.out, json!({"id": id, "error": e})).await;
+                self.reply_later(json!({"id": id, "error": e}));
                 return;
             }
         };
@@ -326,7 +330,7 @@ impl Bridge {
                 "BUSY",
                 format!("more than {MAX_CONCURRENT} requests running"),
             );
-            send(&self.out, json!({"id": id, "error": e.to_json()})).await;
+            self.reply_later(json!({"id": id, "error": e.to_json()}));
             return;
         };
         let terminal = self.terminal.clone();
@@ -346,6 +350,12 @@ impl Bridge {
             send(&out, msg).await;
             drop(permit);
         });
+    }
+
+    /// Sends `msg` to the page from a task of this bridge.
+    fn reply_later(&self, msg: Value) {
+        let out = self.out.clone();
+        self.tasks.spawn(async move { send(&out, msg).await });
     }
 
     /// The page went away: cancel its running commands (money commands run to their end) and

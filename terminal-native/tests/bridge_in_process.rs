@@ -68,3 +68,32 @@ async fn library_approval_allows_exactly_one_dispense() {
     bridge.close().await;
     terminal.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_messages_never_blocks_the_caller() {
+    // The transport's loop both calls `handle` and drains the replies: `handle` must return
+    // even when nobody has read the replies yet (here: a queue of one, never read until the
+    // end).
+    let dir = tempfile::tempdir().unwrap();
+    let cdm = Proxy::start(dir.path(), "cdm", "CashDispenser").await;
+    let settings = Settings::parse(&config(dir.path(), &[&cdm], "")).unwrap();
+    let terminal = Terminal::start(settings, Vec::new()).unwrap();
+    let (tx, mut rx) = mpsc::channel(1);
+    let bridge = Bridge::new(terminal.clone(), tx);
+    let flood = async {
+        for _ in 0..50 {
+            bridge.handle("not json").await;
+        }
+    };
+    // A deadlock guard, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(60), flood)
+        .await
+        .expect("handle returned without its replies being read");
+    for _ in 0..50 {
+        let msg = rx.recv().await.expect("bridge open");
+        let v: Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["error"]["code"], "PARSE_ERROR", "{v}");
+    }
+    bridge.close().await;
+    terminal.shutdown().await;
+}
