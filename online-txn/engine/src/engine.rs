@@ -353,36 +353,11 @@ impl Engine {
         let mut host_req = request.clone();
         host_req.remove(64);
         host_req.remove(128);
-        let pin_change = text(request, 3).is_some_and(|p| p.starts_with(PIN_CHANGE));
-        let fields: &[u16] = if pin_change { &[52, 62] } else { &[52] };
-        for &n in fields {
-            let Some(block) = request.get(n).and_then(FieldValue::as_bytes) else {
-                if n == 62 {
-                    tracing::warn!(terminal, stan, "PIN change without a new PIN block in F62");
-                    return Err(rc::FORMAT_ERROR);
-                }
-                continue;
-            };
-            if n == 62 && block.len() != 8 {
-                tracing::warn!(terminal, stan, "PIN change: F62 is not an 8-byte PIN block");
-                return Err(rc::FORMAT_ERROR);
-            }
-            match self.hsm.translate_pin(
-                &terminal_key(terminal, "TPK"),
-                PinBlockFormat::Iso0,
-                block,
-                &self.zpk,
-                PinBlockFormat::Iso0,
-                pan,
-            ) {
-                Ok(translated) => {
-                    host_req.set(n, FieldValue::Binary(translated.into()));
-                }
-                Err(e) => {
-                    tracing::warn!(terminal, stan, field = n, error = %e, "PIN translation failed");
-                    return Err(rc::SYSTEM);
-                }
-            }
+        let tpk = terminal_key(terminal, "TPK");
+        if let Err(e) = translate_pin_blocks(self.hsm.as_ref(), &tpk, &self.zpk, pan, &mut host_req)
+        {
+            tracing::warn!(terminal, stan, error = %e, "PIN blocks not translated");
+            return Err(e.code());
         }
         match encode_with_mac(
             self.host.spec(),
@@ -722,6 +697,69 @@ impl Engine {
             }
         }
     }
+}
+
+/// Why [`translate_pin_blocks`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PinTranslationError {
+    /// A PIN change (F3 70xxxx) without an 8-byte new PIN block in F62.
+    #[error("PIN change without an 8-byte new PIN block in F62")]
+    NoNewPinBlock,
+    /// The security module refused or failed.
+    #[error("F{field}: {error}")]
+    Failed { field: u16, error: String },
+}
+
+impl PinTranslationError {
+    /// The response code to decline with.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            PinTranslationError::NoNewPinBlock => rc::FORMAT_ERROR,
+            PinTranslationError::Failed { .. } => rc::SYSTEM,
+        }
+    }
+}
+
+/// Re-encrypts the PIN blocks of `request` in place from PIN key `from` to `to` (ISO 9564
+/// format 0 both sides): F52 when present and, for a PIN change (F3 70xxxx), the new PIN block
+/// in F62, which such a request must carry.
+pub(crate) fn translate_pin_blocks(
+    hsm: &dyn SecurityModule,
+    from: &str,
+    to: &str,
+    pan: &str,
+    request: &mut Message,
+) -> Result<(), PinTranslationError> {
+    let pin_change = text(request, 3).is_some_and(|p| p.starts_with(PIN_CHANGE));
+    if pin_change
+        && request
+            .get(62)
+            .and_then(FieldValue::as_bytes)
+            .is_none_or(|b| b.len() != 8)
+    {
+        return Err(PinTranslationError::NoNewPinBlock);
+    }
+    let fields: &[u16] = if pin_change { &[52, 62] } else { &[52] };
+    for &n in fields {
+        let Some(block) = request.get(n).and_then(FieldValue::as_bytes) else {
+            continue;
+        };
+        let translated = hsm
+            .translate_pin(
+                from,
+                PinBlockFormat::Iso0,
+                block,
+                to,
+                PinBlockFormat::Iso0,
+                pan,
+            )
+            .map_err(|e| PinTranslationError::Failed {
+                field: n,
+                error: e.to_string(),
+            })?;
+        request.set(n, FieldValue::Binary(translated.into()));
+    }
+    Ok(())
 }
 
 /// The journal row of a financial request: identity (F41, F11, F13 — today when absent) and

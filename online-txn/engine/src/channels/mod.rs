@@ -33,7 +33,6 @@ use std::time::Duration;
 use openteller_codec::framing::LengthPrefix;
 use openteller_codec::mapping::Mapping;
 use openteller_codec::{FieldValue, Format, Message, Record, Spec};
-use openteller_crypto::PinBlockFormat;
 use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore};
 use zeroize::Zeroizing;
@@ -1016,11 +1015,7 @@ impl Hub {
         pcode: &str,
         pan: &str,
     ) -> Result<(), (&'static str, &'static str)> {
-        let Some(block) = request
-            .get(52)
-            .and_then(FieldValue::as_bytes)
-            .map(<[u8]>::to_vec)
-        else {
+        if request.get(52).and_then(FieldValue::as_bytes).is_none() {
             return if ch.pinless(pcode) {
                 let mode = pinless_entry_mode(text(request, 22));
                 request.set(22, mode);
@@ -1028,37 +1023,21 @@ impl Hub {
             } else {
                 Err((PIN_REQUIRED, "no PIN block (not a pinless code)"))
             };
-        };
+        }
         let (Some(from), Some(to)) = (&ch.config.pin_key, &backend.zpk) else {
             return Err((rc::INVALID_TXN, "PIN block but no pin_key/zpk"));
         };
-        // A PIN change (F3 70xxxx) carries the new PIN block in F62: translated the same way.
-        let mut blocks = vec![(52, block)];
-        if pcode.starts_with(crate::engine::PIN_CHANGE) {
-            match request.get(62).and_then(FieldValue::as_bytes) {
-                Some(b) if b.len() == 8 => blocks.push((62, b.to_vec())),
-                _ => return Err((rc::FORMAT_ERROR, "PIN change without an 8-byte F62")),
-            }
-        }
-        for (n, block) in blocks {
-            match self.engine.hsm.translate_pin(
-                from,
-                PinBlockFormat::Iso0,
-                &block,
-                to,
-                PinBlockFormat::Iso0,
-                pan,
-            ) {
-                Ok(t) => {
-                    request.set(n, FieldValue::Binary(t.into()));
-                }
-                Err(e) => {
-                    tracing::warn!(channel = %ch.config.name, stan = text(request, 11).unwrap_or_default(), field = n, error = %e, "PIN translation failed");
-                    return Err((rc::SYSTEM, "PIN translation failed"));
-                }
-            }
-        }
-        Ok(())
+        crate::engine::translate_pin_blocks(self.engine.hsm.as_ref(), from, to, pan, request)
+            .map_err(|e| {
+                tracing::warn!(channel = %ch.config.name, stan = text(request, 11).unwrap_or_default(), error = %e, "PIN blocks not translated");
+                let why = match e {
+                    crate::engine::PinTranslationError::NoNewPinBlock => {
+                        "PIN change without an 8-byte F62"
+                    }
+                    crate::engine::PinTranslationError::Failed { .. } => "PIN translation failed",
+                };
+                (e.code(), why)
+            })
     }
 
     async fn declined(
