@@ -437,10 +437,12 @@ async fn queue(
 
 /// Withdrawals a page left behind (the page died or forgot): an approval never dispensed, or
 /// notes stacked and never presented, older than `[rules] abandon_after_s`, while the terminal
-/// is idle (no card session, no command). The approval is reversed; the stacked notes are
+/// is idle (no card session, no command, no transaction exchange) — and requests of any kind
+/// whose answer could not be recorded (still `requested` that long after). Those and the
+/// approval are reversed; the stacked notes are
 /// handed to the settler (rejected, then reversed). Answers how many were abandoned.
 pub async fn abandon_stale(t: &Terminal) -> usize {
-    if !t.gate().idle() {
+    if !t.gate().idle() || t.txn().is_some_and(|c| !c.idle()) {
         return 0;
     }
     let table = t.gate().table().clone();
@@ -454,6 +456,18 @@ pub async fn abandon_stale(t: &Terminal) -> usize {
         }
         let secs = limit / 1000;
         match (a.state, a.outcome.as_deref()) {
+            // The exchange ended long ago without its answer recorded (it could not be
+            // saved): the host may have approved it.
+            (AuthState::Requested, _) => {
+                let why = format!("abandoned: no recorded answer after {secs} s");
+                if queue(t, &a, &why, 0, &[AuthState::Requested]).await {
+                    t.gate()
+                        .journal()
+                        .note(format!("TXN ABANDONED ref={} {why}", a.reference))
+                        .await;
+                    n += 1;
+                }
+            }
             (AuthState::Approved, _) => {
                 let why = format!("abandoned: approved, not dispensed within {secs} s");
                 // Only if no page claimed the dispense meanwhile.

@@ -139,6 +139,21 @@ pub struct Reversal {
     pub queued_at_ms: u64,
     /// What the last attempt got.
     pub last_result: Option<String>,
+    /// F39 of the reversal, decided when it was queued: `98` when the request has no
+    /// recorded answer (none came, it was bad, or it could not be saved), `06` otherwise.
+    /// Absent in entries written by older versions (then guessed from `reason`).
+    #[serde(default)]
+    pub reason_code: Option<String>,
+}
+
+/// The reversal reason code (F39) for an entry queued from `state`: `98` when the request
+/// has no recorded answer, `06` otherwise.
+pub fn reversal_reason_code(state: AuthState) -> &'static str {
+    if state == AuthState::Requested {
+        "98"
+    } else {
+        "06"
+    }
 }
 
 /// Cash unit counters of the dispenser, taken just before a dispense: after a crash they tell
@@ -360,6 +375,7 @@ impl TxnTable {
                         "restart: approved, never dispensed"
                     };
                     if a.original.is_some() {
+                        let reason_code = reversal_reason_code(a.state).to_owned();
                         a.state = AuthState::ReversalPending;
                         a.reversal = Some(Reversal {
                             reason: reason.into(),
@@ -368,6 +384,7 @@ impl TxnTable {
                             next_at_ms: now,
                             queued_at_ms: now,
                             last_result: None,
+                            reason_code: Some(reason_code),
                         });
                     } else {
                         a.state = AuthState::Unresolved;
@@ -583,6 +600,7 @@ impl TxnTable {
                     a.outcome = Some(format!("needs reconciliation: {reason}"));
                     return Ok(());
                 }
+                let reason_code = reversal_reason_code(a.state).to_owned();
                 a.state = AuthState::ReversalPending;
                 a.reversal = Some(Reversal {
                     reason: reason.to_owned(),
@@ -591,6 +609,7 @@ impl TxnTable {
                     next_at_ms: now,
                     queued_at_ms: now,
                     last_result: None,
+                    reason_code: Some(reason_code),
                 });
                 Ok(())
             })
@@ -813,6 +832,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_request_without_a_recorded_answer_is_reversed_with_98() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TxnTable::load(dir.path(), "T1").unwrap();
+        let original = Original {
+            stan: "000011".into(),
+            time: "101500".into(),
+            date: "1122".into(),
+            processing_code: "010000".into(),
+            currency_numeric: Some("156".into()),
+        };
+        t.log_request("Q1", TxnKind::Withdrawal, 500, "CNY", original.clone())
+            .await
+            .unwrap();
+        t.log_request("Q2", TxnKind::Withdrawal, 500, "CNY", original)
+            .await
+            .unwrap();
+        t.answered("Q2", true, None).await.unwrap();
+        let again = TxnTable::load(dir.path(), "T1").unwrap();
+        again.recover_after_restart().unwrap();
+        let code = |a: Authorization| a.reversal.unwrap().reason_code.unwrap();
+        assert_eq!(code(again.get("Q1").await.unwrap()), "98");
+        assert_eq!(code(again.get("Q2").await.unwrap()), "06");
+    }
+
+    #[tokio::test]
     async fn pruning_keeps_what_waits_for_an_operator() {
         let dir = tempfile::tempdir().unwrap();
         let t = TxnTable::load(dir.path(), "T1").unwrap();
@@ -938,6 +982,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(q.state, AuthState::ReversalPending);
+        assert_eq!(q.reversal.unwrap().reason_code.as_deref(), Some("06"));
         assert!(matches!(
             t.claim_dispense("T1-000007-1122", 500, "CNY", false).await,
             Err(Refusal::NotApproved(_, AuthState::ReversalPending))

@@ -336,6 +336,11 @@ impl TxnClient {
         })
     }
 
+    /// Whether no customer transaction (or sign-on) is running.
+    pub fn idle(&self) -> bool {
+        self.busy.try_lock().is_ok()
+    }
+
     /// Whether a sign-on succeeded since start (and no answer said the keys are bad since).
     pub fn signed_on(&self) -> bool {
         self.signed_on.load(Ordering::SeqCst)
@@ -823,6 +828,11 @@ impl TxnClient {
         let table = t.gate().table();
         if let Err(e) = table.answered(reference, out.approved, rrn).await {
             tracing::error!(error = %e, "cannot record the answer");
+            t.gate().alarm(
+                "txn_state_failed",
+                "txn",
+                format!("the answer to {reference} cannot be recorded: {e}"),
+            );
             if out.approved {
                 let why = format!("the approval cannot be recorded: {e}");
                 let queued = table
@@ -1110,11 +1120,21 @@ impl TxnClient {
         let (Some(original), Some(r)) = (entry.original.as_ref(), entry.reversal.as_ref()) else {
             return None;
         };
-        let reason_code = if r.reason.contains("no answer") || r.reason.contains("bad answer") {
-            "98"
-        } else {
-            "06"
+        // Decided when it was queued; guessed from the reason for entries of older versions.
+        let legacy = |reason: &str| {
+            if ["no answer", "bad answer", "no recorded answer"]
+                .iter()
+                .any(|w| reason.contains(w))
+            {
+                "98"
+            } else {
+                "06"
+            }
         };
+        let reason_code = r
+            .reason_code
+            .clone()
+            .unwrap_or_else(|| legacy(&r.reason).to_owned());
         let mut msg = reversal_message(
             &self.terminal_id,
             &self.online.merchant_id,
@@ -1122,7 +1142,7 @@ impl TxnClient {
             entry.amount,
             r.delivered,
             r.attempts > 1,
-            reason_code,
+            &reason_code,
         );
         let result = self
             .mac_exchange(t, &mut msg)
