@@ -1496,6 +1496,53 @@ async fn tls_proxy(listener: TcpListener, to: String) {
     }
 }
 
+/// HTTPS back ends verify the host's certificate: the test server's certificate (issued by
+/// the fixtures' private CA) is refused by a client that trusts only the public roots, and
+/// accepted once `ca_file` names that CA. A refused handshake is a connect error: the request
+/// was not sent (91), never in doubt.
+#[tokio::test]
+async fn https_back_ends_refuse_a_certificate_of_an_unknown_ca() {
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = plain.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/iso", tls.local_addr().unwrap().port());
+    tokio::spawn(tls_proxy(tls, plain_addr));
+
+    let public_roots_only = openteller_online_txn::backends::http::client(None).unwrap();
+    let e = public_roots_only
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .expect_err("a certificate of an unknown CA must be refused");
+    assert!(
+        e.is_connect(),
+        "a refused handshake is a connect error: {e:?}"
+    );
+
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let trusting = openteller_online_txn::backends::http::client(Some(&ca)).unwrap();
+    let answer = trusting.post(&url).body("{}").send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "ok");
+}
+
 #[tokio::test]
 async fn same_format_back_ends_behind_every_front() {
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();

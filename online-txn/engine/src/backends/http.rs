@@ -88,8 +88,7 @@ impl HttpLink {
 pub fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
-        .use_rustls_tls()
-        .https_only(false);
+        .use_rustls_tls();
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
