@@ -887,6 +887,33 @@ impl TxnClient {
             .ok_or_else(|| TxnError::Invalid(format!("unsupported currency {currency:?}")))
     }
 
+    /// Sends a transaction the log keeps (withdrawal, transfer, PIN change), records the
+    /// answer in the log and journals `TXN {label} stan=…{details} rc=… ref=…`. Answers the
+    /// outcome and the log reference.
+    async fn logged(
+        &self,
+        t: &Terminal,
+        pan: String,
+        request: Request,
+        label: &str,
+        details: &str,
+    ) -> Result<(TxnOutcome, String), TxnError> {
+        let (req, reference, answer) = self.financial(t, pan, request).await?;
+        let reference = reference.unwrap_or_default();
+        let out = self.outcome(t, &answer).await;
+        self.record_answer(t, &reference, &out, &answer).await?;
+        t.gate()
+            .journal()
+            .note(format!(
+                "TXN {label} stan={}{details} rc={} ref={reference}{}",
+                text(&req, 11).unwrap_or(""),
+                out.response_code,
+                retained_note(&out)
+            ))
+            .await;
+        Ok((out, reference))
+    }
+
     /// Withdrawal (F3 010000) of `amount` minor units; approved, it is the authorisation a
     /// dispense must name.
     pub async fn withdrawal(
@@ -898,34 +925,18 @@ impl TxnClient {
         let numeric = Self::check_amount(amount, currency)?;
         let _busy = self.begin()?;
         let pan = self.card_pan(t)?;
-        let (req, reference, answer) = self
-            .financial(
-                t,
-                pan,
-                Request {
-                    kind: Some(TxnKind::Withdrawal),
-                    pcode: "010000",
-                    amount: Some((amount, numeric.to_owned())),
-                    pin_block: None,
-                    extra: Vec::new(),
-                },
-            )
-            .await?;
-        let reference = reference.unwrap_or_default();
-        let mut out = self.outcome(t, &answer).await;
-        let stan = text(&req, 11).unwrap_or("").to_owned();
-        self.record_answer(t, &reference, &out, &answer).await?;
+        let request = Request {
+            kind: Some(TxnKind::Withdrawal),
+            pcode: "010000",
+            amount: Some((amount, numeric.to_owned())),
+            pin_block: None,
+            extra: Vec::new(),
+        };
+        let details = format!(" amount={amount} {currency}");
+        let (mut out, reference) = self.logged(t, pan, request, "WITHDRAWAL", &details).await?;
         if out.approved {
-            out.authorization = Some(reference.clone());
+            out.authorization = Some(reference);
         }
-        t.gate()
-            .journal()
-            .note(format!(
-                "TXN WITHDRAWAL stan={stan} amount={amount} {currency} rc={} ref={reference}{}",
-                out.response_code,
-                retained_note(&out)
-            ))
-            .await;
         Ok(out)
     }
 
@@ -944,32 +955,18 @@ impl TxnClient {
         let numeric = Self::check_amount(amount, currency)?;
         let _busy = self.begin()?;
         let pan = self.card_pan(t)?;
-        let (req, reference, answer) = self
-            .financial(
-                t,
-                pan,
-                Request {
-                    kind: Some(TxnKind::Transfer),
-                    pcode: "400000",
-                    amount: Some((amount, numeric.to_owned())),
-                    pin_block: None,
-                    extra: vec![(103, FieldValue::from(to_account.to_owned()))],
-                },
-            )
-            .await?;
-        let reference = reference.unwrap_or_default();
-        let out = self.outcome(t, &answer).await;
-        self.record_answer(t, &reference, &out, &answer).await?;
-        t.gate()
-            .journal()
-            .note(format!(
-                "TXN TRANSFER stan={} amount={amount} {currency} to={} rc={} ref={reference}{}",
-                text(&req, 11).unwrap_or(""),
-                crate::journal::mask_pan(to_account),
-                out.response_code,
-                retained_note(&out)
-            ))
-            .await;
+        let request = Request {
+            kind: Some(TxnKind::Transfer),
+            pcode: "400000",
+            amount: Some((amount, numeric.to_owned())),
+            pin_block: None,
+            extra: vec![(103, FieldValue::from(to_account.to_owned()))],
+        };
+        let details = format!(
+            " amount={amount} {currency} to={}",
+            crate::journal::mask_pan(to_account)
+        );
+        let (out, _) = self.logged(t, pan, request, "TRANSFER", &details).await?;
         Ok(out)
     }
 
@@ -1021,30 +1018,14 @@ impl TxnClient {
             return Err(TxnError::PinMismatch);
         }
         gate.clear_pin_change(PinChangeStep::Current);
-        let (req, reference, answer) = self
-            .financial(
-                t,
-                pan,
-                Request {
-                    kind: Some(TxnKind::PinChange),
-                    pcode: "700000",
-                    amount: None,
-                    pin_block: Some(current),
-                    extra: vec![(62, FieldValue::from(new))],
-                },
-            )
-            .await?;
-        let reference = reference.unwrap_or_default();
-        let out = self.outcome(t, &answer).await;
-        self.record_answer(t, &reference, &out, &answer).await?;
-        gate.journal()
-            .note(format!(
-                "TXN PIN-CHANGE stan={} rc={} ref={reference}{}",
-                text(&req, 11).unwrap_or(""),
-                out.response_code,
-                retained_note(&out)
-            ))
-            .await;
+        let request = Request {
+            kind: Some(TxnKind::PinChange),
+            pcode: "700000",
+            amount: None,
+            pin_block: Some(current),
+            extra: vec![(62, FieldValue::from(new))],
+        };
+        let (out, _) = self.logged(t, pan, request, "PIN-CHANGE", "").await?;
         Ok(json!(out))
     }
 

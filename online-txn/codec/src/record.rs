@@ -41,6 +41,11 @@ impl Record {
         self.insert(key, value);
         self
     }
+    /// Drops the keys whose value is blank (empty or only spaces): padding of a fixed-width
+    /// field or an empty delimited field means "absent".
+    pub fn drop_blank(&mut self) {
+        self.0.retain(|_, v| !v.trim().is_empty());
+    }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {

@@ -232,7 +232,7 @@ impl ListenerConfig {
             .format
             .decode_record(body)
             .map_err(|e| Refused(e.code(), e.to_string()))?;
-        drop_empty(&mut record);
+        record.drop_blank();
         let mut mapped = codec
             .request_map
             .apply(&record)
@@ -244,7 +244,7 @@ impl ListenerConfig {
         if spec.header_len() > 0 && !mapped.contains("header") {
             mapped.insert("header", "603100000000");
         }
-        drop_empty(&mut mapped);
+        mapped.drop_blank();
         Message::from_record(&mapped, spec).map_err(|e| Refused(e.code(), e.to_string()))
     }
 
@@ -284,18 +284,6 @@ impl ListenerConfig {
             Outcome::Nothing => Handled::Dropped,
             Outcome::Close => Handled::Close,
         })
-    }
-}
-
-/// Blank values (fixed-width padding, empty delimited fields) count as absent.
-fn drop_empty(record: &mut Record) {
-    let empty: Vec<String> = record
-        .iter()
-        .filter(|(_, v)| v.trim().is_empty())
-        .map(|(k, _)| k.to_owned())
-        .collect();
-    for k in empty {
-        record.remove(&k);
     }
 }
 

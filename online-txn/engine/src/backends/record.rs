@@ -102,12 +102,12 @@ impl RecordCodec {
             .response_format
             .decode_record(body)
             .map_err(|e| e.to_string())?;
-        drop_empty(&mut record);
+        record.drop_blank();
         let mut mapped = self
             .response_map
             .apply(&record)
             .map_err(|e| e.to_string())?;
-        drop_empty(&mut mapped);
+        mapped.drop_blank();
         if !mapped.contains("mti") {
             mapped.insert("mti", response_mti(&request.mti));
         }
@@ -121,17 +121,6 @@ impl RecordCodec {
             );
         }
         Ok(answer)
-    }
-}
-
-fn drop_empty(record: &mut Record) {
-    let empty: Vec<String> = record
-        .iter()
-        .filter(|(_, v)| v.trim().is_empty())
-        .map(|(k, _)| k.to_owned())
-        .collect();
-    for k in empty {
-        record.remove(&k);
     }
 }
 
